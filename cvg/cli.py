@@ -1,0 +1,128 @@
+"""The ``cvg`` command. Every stage of the Snakemake DAG is one subcommand, so a rule's shell
+line stays one call and every stage can also be run by hand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _config(path: str):
+    from cvg.config import load_config
+
+    return load_config(path)
+
+
+def cmd_config_validate(args) -> int:
+    cfg = _config(args.config)
+    print(f"{args.config}: valid (experiment {cfg.name!r}, dataset {cfg.dataset.kind} at {cfg.dataset.root})")
+    print(f"  decode at {cfg.decode_fps:g} fps (data.fps {cfg.data.fps:g} / stride {cfg.data.stride})")
+    for lv in cfg.levels:
+        window = "full clips" if lv.window is None else f"windows {lv.window}->{lv.window_out} frames"
+        print(f"  level {lv.index}: {lv.frames}/{lv.resolution}x{lv.resolution}, stride {lv.stride}, {window}")
+    print(f"  {cfg.bytes_per_clip() / 2**20:.2f} MiB per clip pyramid, {cfg.clips_per_shard()} clips per shard")
+    return 0
+
+
+def cmd_demo_render(args) -> int:
+    from cvg.data.demo import DemoSpec, render_dataset
+
+    cfg = _config(args.config)
+    opts = dict(cfg.dataset.options.get("demo", {}))
+    per_class = opts.pop("videos_per_class", {"train": 24, "test": 8})
+    spec = DemoSpec(**opts)
+    out = Path(args.out or cfg.dataset.root)
+    files = render_dataset(out, per_class, spec, workers=args.workers)
+    print(f"demo dataset: {len(files)} videos under {out}")
+    return 0
+
+
+def cmd_data_manifest(args) -> int:
+    from cvg.data.shards import shard_keys, write_manifest
+
+    cfg = _config(args.config)
+    manifest = write_manifest(cfg, args.manifest, args.classes)
+    missing = int((manifest["missing_reason"] != "").sum())
+    print(f"{len(manifest)} videos ({missing} listed but missing) in {len(shard_keys(manifest))} shards -> {args.manifest}")
+    return 0
+
+
+def cmd_data_shard(args) -> int:
+    from cvg.data.shards import write_shard
+
+    cfg = _config(args.config)
+    clips, failed = write_shard(cfg, args.manifest, args.split, args.shard, args.out, args.failures, args.workers)
+    print(f"{args.out}: {clips} clips, {failed} videos failed (see {args.failures})")
+    return 0
+
+
+def cmd_data_index(args) -> int:
+    from cvg.data.shards import write_index
+
+    index = write_index(args.shards, args.shard_failures, args.classes, args.index, args.counts, args.failures)
+    print(f"{args.index}: {len(index)} clips from {len(args.shards)} shards")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cvg",
+        description="Cascaded Video Generation: data pyramid, greedy GAN levels, cascade sampling, metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = sub.add_parser("config", help="inspect experiment configs").add_subparsers(dest="action", required=True)
+    p = config.add_parser("validate", help="validate a config against the schema and print its pyramid")
+    p.add_argument("config", help="experiment YAML, e.g. config/demo.yaml")
+    p.set_defaults(func=cmd_config_validate)
+
+    demo = sub.add_parser("demo", help="the embedded demo dataset").add_subparsers(dest="action", required=True)
+    p = demo.add_parser("render", help="render the procedural demo videos to H.264 MP4 files")
+    p.add_argument("--config", required=True, help="a config whose dataset.kind is demo")
+    p.add_argument("--out", help="output directory (default: dataset.root)")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes")
+    p.set_defaults(func=cmd_demo_render)
+
+    data = sub.add_parser("data", help="manifest, pyramid shards, index").add_subparsers(dest="action", required=True)
+    p = data.add_parser("manifest", help="list the dataset's videos and assign them to shards")
+    p.add_argument("--config", required=True)
+    p.add_argument("--manifest", required=True, help="output CSV")
+    p.add_argument("--classes", required=True, help="output CSV of label ids and names")
+    p.set_defaults(func=cmd_data_manifest)
+
+    p = data.add_parser("shard", help="decode one shard's videos and write their pyramids to HDF5")
+    p.add_argument("--config", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--out", required=True, help="output .h5 shard")
+    p.add_argument("--failures", required=True, help="output CSV of videos skipped, with reasons")
+    p.add_argument("--workers", type=int, help="decoding processes (default: data.workers)")
+    p.set_defaults(func=cmd_data_shard)
+
+    p = data.add_parser("index", help="merge shards into the clip index, class counts and failures report")
+    p.add_argument("--shards", nargs="+", required=True)
+    p.add_argument("--shard-failures", nargs="+", required=True)
+    p.add_argument("--classes", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--counts", required=True)
+    p.add_argument("--failures", required=True)
+    p.set_defaults(func=cmd_data_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cvg.config import ConfigError
+    from cvg.data.sources import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError) as exc:
+        print(f"cvg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Experiment configuration: JSON-schema validation at load, then typed dataclasses.
+
+The same schema file (``cvg/schemas/config.schema.yaml``, linked from ``workflow/schemas/``)
+validates configs loaded from Python and from the Snakefile, so both fail with the same
+message naming the bad key and, for enumerations, the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match the schema or is internally inconsistent."""
+
+
+@lru_cache(maxsize=1)
+def config_schema() -> dict:
+    text = resources.files("cvg").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error)
+    if error.validator == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {allowed}"
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        return f"{where}: {error.message}; known keys: {', '.join(known)}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    """Insert schema defaults for missing keys, recursively (objects and arrays of objects)."""
+    if isinstance(instance, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                _fill_defaults(instance[key], sub)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            _fill_defaults(item, schema["items"])
+
+
+def validate_config(raw: dict, source: str = "config") -> dict:
+    """Validate ``raw`` against the schema and the pyramid's arithmetic; return a filled copy."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    config = copy.deepcopy(raw)
+    schema = config_schema()
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(config),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
+    if errors:
+        lines = "\n  ".join(_describe(e) for e in errors)
+        raise ConfigError(f"{source} is invalid:\n  {lines}")
+    _fill_defaults(config, schema)
+    _check_levels(config, source)
+    return config
+
+
+def _check_levels(config: dict, source: str) -> None:
+    levels = config["levels"]
+    for i, level in enumerate(levels):
+        key = f"levels.{i}"
+        if i == 0:
+            for name in ("temporal_factor", "spatial_factor", "window"):
+                if name in level:
+                    raise ConfigError(f"{source}: {key}.{name} is only meaningful for upsampling levels (2..L)")
+            continue
+        prev = levels[i - 1]
+        for name in ("temporal_factor", "spatial_factor"):
+            if name not in level:
+                raise ConfigError(f"{source}: {key}.{name} is required for an upsampling level")
+        if level["frames"] != prev["frames"] * level["temporal_factor"]:
+            raise ConfigError(
+                f"{source}: {key}.frames={level['frames']} must equal levels.{i - 1}.frames ({prev['frames']})"
+                f" x temporal_factor ({level['temporal_factor']})"
+            )
+        if level["resolution"] != prev["resolution"] * level["spatial_factor"]:
+            raise ConfigError(
+                f"{source}: {key}.resolution={level['resolution']} must equal levels.{i - 1}.resolution"
+                f" ({prev['resolution']}) x spatial_factor ({level['spatial_factor']})"
+            )
+        window = level.get("window", prev["frames"])
+        if window > prev["frames"]:
+            raise ConfigError(
+                f"{source}: {key}.window={window} exceeds the previous level's {prev['frames']} frames"
+            )
+    strides = level_strides(config["data"]["stride"], [lv.get("temporal_factor", 1) for lv in levels])
+    for i, (level, stride) in enumerate(zip(levels, strides)):
+        if "stride" in level and level["stride"] != stride:
+            raise ConfigError(
+                f"{source}: levels.{i}.stride={level['stride']} but data.stride and the temporal factors give {stride}"
+            )
+
+
+def level_strides(top_stride: int, temporal_factors: list[int]) -> list[int]:
+    """Temporal subsampling of each level relative to data.fps (level 1 first)."""
+    strides = [top_stride]
+    for factor in reversed(temporal_factors[1:]):
+        strides.append(strides[-1] * factor)
+    return strides[::-1]
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    """One level of the pyramid, with its training window in previous-level frames."""
+
+    index: int  # 1-based, as in the paper
+    frames: int
+    resolution: int
+    stride: int
+    temporal_factor: int = 1
+    spatial_factor: int = 1
+    window: int | None = None  # previous-level frames per training window (None for level 1)
+
+    @property
+    def is_first(self) -> bool:
+        return self.index == 1
+
+    @property
+    def window_out(self) -> int:
+        """Output frames of one training window."""
+        return self.frames if self.window is None else self.window * self.temporal_factor
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    fps: float
+    stride: int
+    splits: tuple[str, ...]
+    clips_per_video: int
+    shard_size_mb: float
+    compression: str | None
+    workers: int
+    ffmpeg_threads: int
+    scale_flags: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    kind: str
+    root: str
+    conditional: bool = True
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    dataset: DatasetSpec
+    data: DataSpec
+    levels: tuple[LevelSpec, ...]
+    raw: dict
+
+    @property
+    def top(self) -> LevelSpec:
+        return self.levels[-1]
+
+    def level(self, index: int) -> LevelSpec:
+        if not 1 <= index <= len(self.levels):
+            raise ConfigError(f"{self.name}: level {index} does not exist (levels 1..{len(self.levels)})")
+        return self.levels[index - 1]
+
+    @property
+    def decode_fps(self) -> float:
+        """Frame rate handed to ffmpeg: data.fps subsampled by the top level's stride."""
+        return self.data.fps / self.data.stride
+
+    def bytes_per_clip(self) -> int:
+        return sum(lv.frames * lv.resolution**2 * 3 for lv in self.levels)
+
+    def clips_per_shard(self) -> int:
+        return max(1, math.floor(self.data.shard_size_mb * 2**20 / self.bytes_per_clip()))
+
+
+def build_config(raw: dict, source: str = "config") -> Config:
+    cfg = validate_config(raw, source)
+    data = cfg["data"]
+    strides = level_strides(data["stride"], [lv.get("temporal_factor", 1) for lv in cfg["levels"]])
+    levels = []
+    for i, (lv, stride) in enumerate(zip(cfg["levels"], strides)):
+        first = i == 0
+        levels.append(
+            LevelSpec(
+                index=i + 1,
+                frames=lv["frames"],
+                resolution=lv["resolution"],
+                stride=stride,
+                temporal_factor=1 if first else lv["temporal_factor"],
+                spatial_factor=1 if first else lv["spatial_factor"],
+                window=None if first else lv.get("window", cfg["levels"][i - 1]["frames"]),
+            )
+        )
+    ds = cfg["dataset"]
+    options = {k: v for k, v in ds.items() if k not in ("kind", "root", "conditional")}
+    return Config(
+        name=cfg["name"],
+        dataset=DatasetSpec(kind=ds["kind"], root=ds["root"], conditional=ds["conditional"], options=options),
+        data=DataSpec(
+            fps=float(data["fps"]),
+            stride=data["stride"],
+            splits=tuple(data["splits"]),
+            clips_per_video=data["clips_per_video"],
+            shard_size_mb=float(data["shard_size_mb"]),
+            compression=data["compression"],
+            workers=data["workers"],
+            ffmpeg_threads=data["ffmpeg_threads"],
+            scale_flags=data["scale_flags"],
+        ),
+        levels=tuple(levels),
+        raw=cfg,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and type a config file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return build_config(raw, source=str(path))

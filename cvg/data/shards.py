@@ -1,0 +1,219 @@
+"""Manifest -> HDF5 pyramid shards -> index, the data stage of the pipeline.
+
+* ``write_manifest``: one row per video with its split, label and the shard it belongs to.
+  Shards are sized so that a shard holds about ``data.shard_size_mb`` of pyramids.
+* ``write_shard``: decodes one shard's videos in parallel processes, builds every clip's
+  pyramid once, and writes ``level1..levelL`` uint8 arrays (one clip per HDF5 chunk) with
+  labels, clip ids and source paths. Videos that fail are listed, with the reason, in the
+  shard's failures CSV. Both files appear atomically (temp file + rename).
+* ``write_index``: the per-clip index every loader reads, counts per split and class, and
+  the dataset's failures report.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cvg.config import Config
+from cvg.data.sources import list_videos
+from cvg.pyramid import build_pyramid
+from cvg.video_io import DecodeError, decode_video
+
+FAILURE_COLUMNS = ["path", "split", "video_id", "reason"]
+PYRAMID_OPERATOR = "x^l = f_s(f_t(x^{l+1})); f_t keeps every k-th frame; f_s bilinear antialiased (torch)"
+
+
+def atomic_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_manifest(config: Config, manifest_path: str | os.PathLike, classes_path: str | os.PathLike) -> pd.DataFrame:
+    entries = list_videos(config)
+    frame = pd.DataFrame([asdict(e) for e in entries])
+    names = sorted({n for n in frame["label_name"] if n}) if config.dataset.conditional else []
+    label_of = {name: i for i, name in enumerate(names)}
+    frame["label"] = [label_of.get(n, -1) for n in frame["label_name"]]
+    per_shard = max(1, config.clips_per_shard() // max(1, config.data.clips_per_video))
+    frame = frame.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
+    frame["shard"] = frame.groupby("split").cumcount() // per_shard
+    atomic_csv(frame, manifest_path)
+    atomic_csv(pd.DataFrame({"label": range(len(names)), "name": names}), classes_path)
+    return frame
+
+
+def shard_keys(manifest: pd.DataFrame) -> list[tuple[str, int]]:
+    """(split, shard) pairs present in a manifest, for the Snakemake aggregation."""
+    return sorted({(s, int(i)) for s, i in zip(manifest["split"], manifest["shard"])})
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # parallelism is across processes
+
+
+def decode_clips(job: dict) -> tuple[int, list[list[np.ndarray]] | None, str]:
+    """Decode one video into pyramids of consecutive clips; (row, pyramids, failure reason)."""
+    top_frames = job["frames"][-1]
+    wanted = job["clips_per_video"]
+    try:
+        if job["missing_reason"]:
+            raise DecodeError(job["missing_reason"])
+        frames = decode_video(
+            job["path"],
+            fps=job["fps"],
+            resolution=job["resolution"],
+            max_frames=wanted * top_frames if wanted else None,
+            threads=job["threads"],
+            scale_flags=job["scale_flags"],
+        )
+    except DecodeError as exc:
+        return job["row"], None, str(exc)
+    n_clips = len(frames) // top_frames
+    if n_clips == 0:
+        return job["row"], None, (
+            f"too short: {len(frames)} frames at {job['fps']:g} fps, a clip needs {top_frames}"
+        )
+    pyramids = [
+        build_pyramid(frames[i * top_frames : (i + 1) * top_frames], job["temporal_factors"], job["spatial_factors"])
+        for i in range(n_clips)
+    ]
+    return job["row"], pyramids, ""
+
+
+def _create_datasets(h5: h5py.File, config: Config) -> None:
+    str_dt = h5py.string_dtype()
+    for lv in config.levels:
+        shape = (lv.frames, lv.resolution, lv.resolution, 3)
+        h5.create_dataset(
+            f"level{lv.index}",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            chunks=(1, *shape),
+            dtype=np.uint8,
+            compression=config.data.compression,
+        )
+    h5.create_dataset("label", shape=(0,), maxshape=(None,), dtype=np.int64)
+    h5.create_dataset("start_frame", shape=(0,), maxshape=(None,), dtype=np.int64)
+    for name in ("clip_id", "source"):
+        h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=str_dt)
+
+
+def pyramid_attributes(config: Config) -> dict:
+    return {
+        "experiment": config.name,
+        "fps": config.data.fps,
+        "top_stride": config.data.stride,
+        "levels": json.dumps([asdict(lv) for lv in config.levels]),
+        "operator": PYRAMID_OPERATOR,
+        "frame_layout": "(clip, T, H, W, RGB) uint8",
+    }
+
+
+def write_shard(
+    config: Config,
+    manifest_path: str | os.PathLike,
+    split: str,
+    shard: int,
+    out_path: str | os.PathLike,
+    failures_path: str | os.PathLike,
+    workers: int | None = None,
+) -> tuple[int, int]:
+    """Write one shard; returns (clips written, videos failed)."""
+    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    rows = manifest[(manifest["split"] == split) & (manifest["shard"] == shard)]
+    if rows.empty:
+        raise ValueError(f"{manifest_path}: no videos for split={split!r} shard={shard}")
+    out_path, failures_path = Path(out_path), Path(failures_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    base = {
+        "fps": config.decode_fps,
+        "resolution": config.top.resolution,
+        "frames": [lv.frames for lv in config.levels],
+        "temporal_factors": [lv.temporal_factor for lv in config.levels],
+        "spatial_factors": [lv.spatial_factor for lv in config.levels],
+        "clips_per_video": config.data.clips_per_video,
+        "threads": config.data.ffmpeg_threads,
+        "scale_flags": config.data.scale_flags,
+    }
+    jobs = [{**base, "row": int(i), "path": r.path, "missing_reason": r.missing_reason} for i, r in rows.iterrows()]
+    failures, n_clips = [], 0
+    workers = workers or config.data.workers
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
+    with h5py.File(tmp, "w") as h5, ctx.Pool(workers, initializer=_init_worker) as pool:
+        _create_datasets(h5, config)
+        h5.attrs.update(pyramid_attributes(config))
+        h5.attrs.update({"split": split, "shard": shard})
+        results = pool.imap(decode_clips, jobs, chunksize=1)
+        for row, pyramids, reason in tqdm(results, total=len(jobs), desc=f"shard {split}/{shard:05d}", unit="video"):
+            entry = manifest.loc[row]
+            if pyramids is None:
+                failures.append({"path": entry.path, "split": split, "video_id": entry.video_id, "reason": reason})
+                continue
+            k = len(pyramids)
+            for name in [f"level{lv.index}" for lv in config.levels] + ["label", "start_frame", "clip_id", "source"]:
+                h5[name].resize(n_clips + k, axis=0)
+            for lv in config.levels:
+                h5[f"level{lv.index}"][n_clips : n_clips + k] = np.stack([p[lv.index - 1] for p in pyramids])
+            h5["label"][n_clips : n_clips + k] = entry.label
+            h5["start_frame"][n_clips : n_clips + k] = [i * config.top.frames for i in range(k)]
+            h5["clip_id"][n_clips : n_clips + k] = [f"{entry.video_id}#{i}" for i in range(k)]
+            h5["source"][n_clips : n_clips + k] = [entry.path] * k
+            n_clips += k
+        h5.attrs["clips"] = n_clips
+    os.replace(tmp, out_path)
+    atomic_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
+    return n_clips, len(failures)
+
+
+def write_index(
+    shard_paths: list[str | os.PathLike],
+    failure_paths: list[str | os.PathLike],
+    classes_path: str | os.PathLike,
+    index_path: str | os.PathLike,
+    counts_path: str | os.PathLike,
+    failures_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """Per-clip index (shard, row, split, label, ...), counts per split and class, failures."""
+    classes = pd.read_csv(classes_path, keep_default_na=False)
+    name_of = dict(zip(classes["label"], classes["name"]))
+    frames = []
+    for path in shard_paths:
+        with h5py.File(path, "r") as h5:
+            n = int(h5.attrs["clips"])
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "shard": str(path),
+                        "row": np.arange(n),
+                        "split": h5.attrs["split"],
+                        "label": h5["label"][:],
+                        "clip_id": h5["clip_id"].asstr()[:],
+                        "source": h5["source"].asstr()[:],
+                        "start_frame": h5["start_frame"][:],
+                    }
+                )
+            )
+    index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    index["label_name"] = [name_of.get(int(x), "") for x in index["label"]]
+    atomic_csv(index, index_path)
+    counts = index.groupby(["split", "label", "label_name"]).size().reset_index(name="clips")
+    atomic_csv(counts, counts_path)
+    failures = [pd.read_csv(p, keep_default_na=False) for p in failure_paths]
+    failures = [f for f in failures if not f.empty]
+    atomic_csv(pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(columns=FAILURE_COLUMNS), failures_path)
+    return index

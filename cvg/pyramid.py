@@ -1,0 +1,75 @@
+"""The data pyramid of the paper: x^l = f_s(f_t(x^{l+1})), x^L the full video.
+
+f_t keeps every k-th frame (frame i of x^l is frame k*i of x^{l+1}); f_s is bilinear,
+antialiased spatial downsampling. Every level is computed from the *stored* (uint8)
+level above it, so a stored pyramid can be checked exactly against the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def temporal_subsample(video: torch.Tensor, factor: int, dim: int = 2) -> torch.Tensor:
+    """f_t: keep frames 0, k, 2k, ... along ``dim`` (time is dim 2 of (B, C, T, H, W))."""
+    if factor == 1:
+        return video
+    index = torch.arange(0, video.shape[dim], factor, device=video.device)
+    return video.index_select(dim, index)
+
+
+def spatial_downsample(video: torch.Tensor, factor: int) -> torch.Tensor:
+    """f_s: bilinear antialiased downsampling of (B, C, T, H, W) float video by ``factor``."""
+    if factor == 1:
+        return video
+    b, c, t, h, w = video.shape
+    if h % factor or w % factor:
+        raise ValueError(f"frame size {h}x{w} is not divisible by spatial factor {factor}")
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    small = F.interpolate(frames, size=(h // factor, w // factor), mode="bilinear", antialias=True, align_corners=False)
+    return small.reshape(b, t, c, h // factor, w // factor).permute(0, 2, 1, 3, 4)
+
+
+def pyramid_step(video: torch.Tensor, temporal_factor: int, spatial_factor: int) -> torch.Tensor:
+    """One step down the pyramid, f_s(f_t(x)); float (B, C, T, H, W) in, float out."""
+    return spatial_downsample(temporal_subsample(video, temporal_factor), spatial_factor)
+
+
+def uint8_pyramid_step(frames: np.ndarray, temporal_factor: int, spatial_factor: int) -> np.ndarray:
+    """``pyramid_step`` on a uint8 (T, H, W, 3) clip, rounded back to uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).unsqueeze(0).float()
+    y = pyramid_step(x, temporal_factor, spatial_factor)
+    return y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def build_pyramid(top: np.ndarray, temporal_factors: Sequence[int], spatial_factors: Sequence[int]) -> list[np.ndarray]:
+    """All levels of one clip, level 1 first, from its full-resolution frames x^L.
+
+    ``temporal_factors[l]`` / ``spatial_factors[l]`` relate level l+1 to level l (0-based list
+    over levels; entry 0, level 1's, is unused).
+    """
+    levels = [top]
+    for tf, sf in zip(reversed(temporal_factors[1:]), reversed(spatial_factors[1:])):
+        levels.append(uint8_pyramid_step(levels[-1], tf, sf))
+    return levels[::-1]
+
+
+def window_bounds(start: int, window: int, temporal_factor: int) -> tuple[slice, slice]:
+    """Aligned partial views: frames [s, s+w) of x^{l-1} and [k*s, k*(s+w)) of x^l."""
+    return slice(start, start + window), slice(start * temporal_factor, (start + window) * temporal_factor)
+
+
+def to_unit_range(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., T, H, W, 3) -> float (..., 3, T, H, W) in [-1, 1], the generators' range."""
+    x = frames_uint8.float().div_(127.5).sub_(1.0)
+    return x.movedim(-1, -4)
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """float (..., 3, T, H, W) in [-1, 1] -> uint8 (..., T, H, W, 3)."""
+    x = ((video.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return x.movedim(-4, -1)

@@ -1,0 +1,119 @@
+"""Video decoding and encoding through ffmpeg (ffmpeg-python builds the command lines).
+
+A system ``ffmpeg`` is used when present (or the one named by $CVG_FFMPEG), otherwise the
+static binary shipped by the ``imageio-ffmpeg`` wheel, so ``pip install`` alone suffices.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+
+class DecodeError(RuntimeError):
+    """A video that cannot be decoded into the requested clip; the message is the reason."""
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_executable() -> str:
+    explicit = os.environ.get("CVG_FFMPEG")
+    if explicit:
+        if not (Path(explicit).is_file() or shutil.which(explicit)):
+            raise FileNotFoundError(f"$CVG_FFMPEG={explicit!r} is not an executable")
+        return explicit
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise FileNotFoundError("no ffmpeg found: install ffmpeg or `pip install imageio-ffmpeg`") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _last_error_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "ffmpeg failed without a message"
+
+
+def decode_video(
+    path: str | os.PathLike,
+    fps: float,
+    resolution: int,
+    max_frames: int | None = None,
+    threads: int = 1,
+    scale_flags: str = "area",
+) -> np.ndarray:
+    """Decode ``path`` to uint8 RGB frames (T, resolution, resolution, 3).
+
+    Frames are resampled to ``fps`` (ffmpeg's fps filter), scaled so the short side equals
+    ``resolution`` and centre-cropped to a square. Decoding stops after ``max_frames``.
+    Raises DecodeError with ffmpeg's last message for unreadable or non-video files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DecodeError("file not found")
+    if path.stat().st_size == 0:
+        raise DecodeError("zero-length file")
+    stream = (
+        ffmpeg.input(str(path), threads=threads)
+        .video.filter("fps", fps=fps)
+        .filter("scale", resolution, resolution, force_original_aspect_ratio="increase", flags=scale_flags)
+        .filter("crop", resolution, resolution)
+    )
+    out_kwargs = {"format": "rawvideo", "pix_fmt": "rgb24", "threads": threads}
+    if max_frames is not None:
+        out_kwargs["frames:v"] = max_frames
+    try:
+        out, _ = (
+            stream.output("pipe:", **out_kwargs)
+            .global_args("-nostdin", "-loglevel", "error")
+            .run(cmd=ffmpeg_executable(), capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as exc:
+        raise DecodeError(f"ffmpeg: {_last_error_line(exc.stderr)}") from None
+    frame_bytes = resolution * resolution * 3
+    n = len(out) // frame_bytes
+    if n == 0:
+        raise DecodeError("no video frames decoded")
+    return np.frombuffer(out, np.uint8, count=n * frame_bytes).reshape(n, resolution, resolution, 3)
+
+
+def encode_video(
+    frames: np.ndarray,
+    path: str | os.PathLike,
+    fps: float,
+    codec: str = "libx264",
+    crf: int = 18,
+) -> Path:
+    """Write uint8 (T, H, W, 3) frames to an H.264 MP4 (or GIF when ``path`` ends in .gif), atomically."""
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    t, h, w, _ = frames.shape
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    source = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+    if path.suffix.lower() == ".gif":
+        split = source.video.split()
+        palette = split[0].filter("palettegen", stats_mode="full")
+        out = ffmpeg.filter([split[1], palette], "paletteuse").output(str(tmp), loop=0)
+    else:
+        if h % 2 or w % 2:
+            source = source.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        out = source.output(str(tmp), vcodec=codec, pix_fmt="yuv420p", crf=crf, preset="medium", movflags="+faststart")
+    try:
+        out.global_args("-nostdin", "-loglevel", "error", "-y").run(
+            cmd=ffmpeg_executable(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True
+        )
+    except ffmpeg.Error as exc:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"ffmpeg could not write {path}: {_last_error_line(exc.stderr)}") from None
+    os.replace(tmp, path)
+    return path
