@@ -41,8 +41,9 @@ def pyramid_step(video: torch.Tensor, temporal_factor: int, spatial_factor: int)
 
 def uint8_pyramid_step(frames: np.ndarray, temporal_factor: int, spatial_factor: int) -> np.ndarray:
     """``pyramid_step`` on a uint8 (T, H, W, 3) clip, rounded back to uint8."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).unsqueeze(0).float()
-    y = pyramid_step(x, temporal_factor, spatial_factor)
+    kept = np.ascontiguousarray(frames[::temporal_factor])  # f_t on uint8: convert only kept frames
+    x = torch.from_numpy(kept).permute(3, 0, 1, 2).unsqueeze(0).float()
+    y = spatial_downsample(x, spatial_factor)
     return y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 3, 0).contiguous().numpy()
 
 

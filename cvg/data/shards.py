@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,6 +64,30 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # parallelism is across processes
+
+
+def _scratch_dir() -> str | None:
+    """RAM-backed scratch for handing pyramids from workers to the writer (None: default tmp)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
+    """Worker side of ``write_shard``: decode a video, save its levels (clips stacked) as .npy.
+
+    Large arrays are handed over as files in RAM rather than pickled through the pool's
+    64 KiB pipes, which costs more context switches than the decoding itself costs time.
+    Returns (row, one .npy path per level or None, clips, failure reason).
+    """
+    row, pyramids, reason = decode_clips(job)
+    if pyramids is None:
+        return row, None, 0, reason
+    paths = []
+    for level in range(len(pyramids[0])):
+        fd, path = tempfile.mkstemp(prefix="cvg-", suffix=".npy", dir=_scratch_dir())
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.stack([p[level] for p in pyramids]))
+        paths.append(path)
+    return row, paths, len(pyramids), ""
 
 
 def decode_clips(job: dict) -> tuple[int, list[list[np.ndarray]] | None, str]:
@@ -158,17 +183,17 @@ def write_shard(
         _create_datasets(h5, config)
         h5.attrs.update(pyramid_attributes(config))
         h5.attrs.update({"split": split, "shard": shard})
-        results = pool.imap(decode_clips, jobs, chunksize=1)
-        for row, pyramids, reason in tqdm(results, total=len(jobs), desc=f"shard {split}/{shard:05d}", unit="video"):
+        results = pool.imap(decode_to_scratch, jobs, chunksize=1)
+        for row, paths, k, reason in tqdm(results, total=len(jobs), desc=f"shard {split}/{shard:05d}", unit="video"):
             entry = manifest.loc[row]
-            if pyramids is None:
+            if paths is None:
                 failures.append({"path": entry.path, "split": split, "video_id": entry.video_id, "reason": reason})
                 continue
-            k = len(pyramids)
             for name in [f"level{lv.index}" for lv in config.levels] + ["label", "start_frame", "clip_id", "source"]:
                 h5[name].resize(n_clips + k, axis=0)
-            for lv in config.levels:
-                h5[f"level{lv.index}"][n_clips : n_clips + k] = np.stack([p[lv.index - 1] for p in pyramids])
+            for lv, path in zip(config.levels, paths):
+                h5[f"level{lv.index}"][n_clips : n_clips + k] = np.load(path, mmap_mode="r")
+                os.unlink(path)
             h5["label"][n_clips : n_clips + k] = entry.label
             h5["start_frame"][n_clips : n_clips + k] = [i * config.top.frames for i in range(k)]
             h5["clip_id"][n_clips : n_clips + k] = [f"{entry.video_id}#{i}" for i in range(k)]

