@@ -1,0 +1,135 @@
+"""Generators of appendix B: the level-1 (ConvGRU) generator and the upsampling generator.
+
+Both start from noise (concatenated with a class embedding when class-conditional) mapped
+by a linear layer to a (mults[0]*ch) x s x s tensor, replicated over time, then stack units,
+each unit two ResNet blocks with the first upsampling 2x (all units but the last). Level 1
+runs a ConvGRU before each unit's blocks; upsampling levels replace it with a separable 3D
+conv as the first block's first conv, and add the conditioning video (frames repeated to the
+output length, nearest-resized, 1x1-conv-mapped) after every block whose resolution does
+not exceed the conditioning video's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cvg.models.layers import ConditionalNorm, orthogonal_init, ConvGRU, GBlock, conv2d, conv3d, linear, per_frame
+
+
+def start_resolution(resolution: int, units: int) -> int:
+    """Spatial size of the stem: ``resolution / 2**(units - 1)`` (the last unit keeps size)."""
+    start = resolution // 2 ** (units - 1)
+    if start < 1 or start * 2 ** (units - 1) != resolution:
+        raise ValueError(f"{units} units cannot reach {resolution}x{resolution} by doubling from an integer size")
+    return start
+
+
+class LatentStem(nn.Module):
+    """z (+ class embedding) -> linear -> (C, s, s), replicated over T; also returns the BN condition."""
+
+    def __init__(self, z_dim: int, n_classes: int, emb_dim: int, channels: int, size: int):
+        super().__init__()
+        self.z_dim, self.channels, self.size = z_dim, channels, size
+        self.embed = nn.Embedding(n_classes, emb_dim) if n_classes > 0 else None
+        if self.embed is not None:
+            orthogonal_init(self.embed.weight)
+        self.cond_dim = z_dim + (emb_dim if n_classes > 0 else 0)
+        self.fc = linear(self.cond_dim, channels * size * size)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cond = z if self.embed is None else torch.cat([z, self.embed(label)], 1)
+        x = self.fc(cond).view(z.shape[0], self.channels, 1, self.size, self.size)
+        return x.expand(-1, -1, frames, -1, -1), cond
+
+
+class OutputHead(nn.Module):
+    """cnorm-relu-conv3x3-tanh to RGB in [-1, 1]."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.norm = ConditionalNorm(channels, cond_dim)
+        self.conv = conv2d(channels, 3)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(per_frame(self.conv, F.relu(self.norm(x, cond))))
+
+
+class Level1Generator(nn.Module):
+    """p_g1(x^1): noise -> (frames, resolution) video through ConvGRU + 2D ResNet units.
+
+    Also the non-cascaded baseline when built at the full resolution and length.
+    """
+
+    def __init__(self, frames: int, resolution: int, ch: int, mults, z_dim: int = 128, n_classes: int = 0, emb_dim: int = 128):
+        super().__init__()
+        self.frames, self.resolution, self.z_dim = frames, resolution, z_dim
+        widths = [ch * m for m in mults]
+        self.stem = LatentStem(z_dim, n_classes, emb_dim, widths[0], start_resolution(resolution, len(mults)))
+        cond_dim = self.stem.cond_dim
+        self.grus, self.blocks = nn.ModuleList(), nn.ModuleList()
+        cin = widths[0]
+        for i, width in enumerate(widths):
+            self.grus.append(ConvGRU(cin, cin))
+            self.blocks.append(
+                nn.ModuleList([GBlock(cin, width, cond_dim, upsample=i < len(widths) - 1), GBlock(width, width, cond_dim, upsample=False)])
+            )
+            cin = width
+        self.head = OutputHead(cin, cond_dim)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None, frames: int | None = None) -> torch.Tensor:
+        x, cond = self.stem(z, label, frames or self.frames)
+        for gru, (block1, block2) in zip(self.grus, self.blocks):
+            x = block2(block1(gru(x), cond), cond)
+        return self.head(x, cond)
+
+
+class UpsamplingGenerator(nn.Module):
+    """p_gl(x^l | x^{l-1}): conditional generator, fully convolutional in time.
+
+    ``forward(cond)`` maps T_in frames at ``in_resolution`` to ``temporal_factor * T_in``
+    frames at ``resolution``, for any T_in (trained on windows, unrolled over whole videos).
+    """
+
+    def __init__(
+        self,
+        in_resolution: int,
+        resolution: int,
+        temporal_factor: int,
+        ch: int,
+        mults,
+        z_dim: int = 128,
+        n_classes: int = 0,
+        emb_dim: int = 128,
+    ):
+        super().__init__()
+        self.in_resolution, self.resolution, self.temporal_factor, self.z_dim = in_resolution, resolution, temporal_factor, z_dim
+        widths = [ch * m for m in mults]
+        size = start_resolution(resolution, len(mults))
+        self.stem = LatentStem(z_dim, n_classes, emb_dim, widths[0], size)
+        cond_dim = self.stem.cond_dim
+        self.blocks = nn.ModuleList()
+        self.residuals = nn.ModuleDict()  # block index -> 1x1 conv of the conditioning video
+        cin, index = widths[0], 0
+        for i, width in enumerate(widths):
+            for block in (GBlock(cin, width, cond_dim, upsample=i < len(widths) - 1, temporal=True), GBlock(width, width, cond_dim, upsample=False)):
+                size = size * 2 if block.upsample else size
+                self.blocks.append(block)
+                if size <= in_resolution:
+                    self.residuals[str(index)] = conv3d(3, width, 1)
+                index += 1
+                cin = width
+        self.head = OutputHead(cin, cond_dim)
+
+    def forward(self, cond_video: torch.Tensor, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        frames = cond_video.shape[2] * self.temporal_factor
+        repeated = cond_video.repeat_interleave(self.temporal_factor, dim=2)  # nearest temporal interpolation
+        x, cond = self.stem(z, label, frames)
+        for index, block in enumerate(self.blocks):
+            x = block(x, cond)
+            proj = self.residuals[str(index)] if str(index) in self.residuals else None
+            if proj is not None:
+                size = x.shape[-1]
+                x = x + proj(F.interpolate(repeated, size=(frames, size, size), mode="nearest"))
+        return self.head(x, cond)

@@ -1,0 +1,267 @@
+"""Building blocks of the appendix's networks. Videos are (B, C, T, H, W) throughout.
+
+* spectral norm on every conv / linear (first singular value, one power iteration per step)
+  and orthogonal initialisation;
+* per-frame batch normalisation: statistics per (timestep, channel) over batch and space,
+  synchronised across distributed workers, with running statistics per timestep;
+* conditional BN whose gain and bias are a learned linear map of the condition vector
+  (noise, concatenated with the class embedding when class-conditional);
+* ConvGRU with a ReLU candidate (DVD-GAN), separable 3D conv (temporal 3, then 3x3),
+  generator ResNet up-blocks (norm-act-[upsample]-conv-norm-act-conv) and discriminator
+  ResNet blocks (relu-conv-relu-conv-[avgpool], no normalisation), in 2D and 3D.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401  (autograd-aware all_reduce for synchronised BN)
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def orthogonal_init(weight: torch.Tensor) -> None:
+    """Orthogonal init; skipped on meta tensors (shape-only, where QR is needlessly slow)."""
+    if not weight.is_meta:
+        nn.init.orthogonal_(weight)
+
+
+def sn(module: nn.Module) -> nn.Module:
+    """Orthogonal init, then spectral normalisation by the first singular value."""
+    orthogonal_init(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return spectral_norm(module, n_power_iterations=1)
+
+
+def conv2d(cin: int, cout: int, kernel: int = 3) -> nn.Module:
+    return sn(nn.Conv2d(cin, cout, kernel, padding=kernel // 2))
+
+
+def conv3d(cin: int, cout: int, kernel=3) -> nn.Module:
+    kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
+    return sn(nn.Conv3d(cin, cout, kernel, padding=tuple(k // 2 for k in kernel)))
+
+
+def linear(cin: int, cout: int, bias: bool = True) -> nn.Module:
+    return sn(nn.Linear(cin, cout, bias=bias))
+
+
+def per_frame(fn, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D op to every frame of (B, C, T, H, W) by folding time into the batch."""
+    b, c, t, h, w = x.shape
+    y = fn(x.transpose(1, 2).reshape(b * t, c, h, w))
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class FrameNorm(nn.Module):
+    """Batch norm with per-frame statistics (over batch and space, per timestep and channel).
+
+    Training: batch statistics, all-reduced across workers when torch.distributed is
+    initialised (synchronised BN on CPU/gloo and CUDA/NCCL alike). Running statistics are kept
+    per timestep. Evaluation, by ``eval_stats``:
+      * ``"per_frame"`` (paper): the running statistics of each timestep; a clip longer than
+        the statistics held needs ``recompute_frame_stats`` at that length first;
+      * ``"stationary"``: the mean of the per-timestep statistics for every frame, which makes
+        a generator a time-invariant (truly convolutional) function for unrolling.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-4, momentum: float | None = 0.1):
+        super().__init__()
+        self.channels, self.eps, self.momentum = channels, eps, momentum
+        self.eval_stats = "per_frame"
+        self.register_buffer("running_mean", torch.zeros(0, channels))
+        self.register_buffer("running_var", torch.ones(0, channels))
+        self.register_buffer("batches_tracked", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("running_mean", "running_var"):  # the number of timesteps is data, not shape
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = (0, 3, 4)
+        count = torch.tensor(float(x.shape[0] * x.shape[3] * x.shape[4]), device=x.device)
+        s1, s2 = x.float().sum(dims), x.float().pow(2).sum(dims)  # (C, T)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            packed = torch.cat([s1.flatten(), s2.flatten(), count.view(1)])
+            packed = torch.cat(dist.nn.functional.all_reduce(packed).split([s1.numel(), s2.numel(), 1]))
+            s1, s2, count = packed[: s1.numel()].view_as(s1), packed[s1.numel() : -1].view_as(s2), packed[-1]
+        mean = s1 / count
+        var = (s2 / count - mean.pow(2)).clamp_min(0)
+        return mean.t(), var.t()  # (T, C)
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        t = mean.shape[0]
+        if self.running_mean.shape[0] < t:  # first time at this length: start from the batch
+            grow = t - self.running_mean.shape[0]
+            self.running_mean = torch.cat([self.running_mean, mean[-grow:].detach()])
+            self.running_var = torch.cat([self.running_var, var[-grow:].detach()])
+        self.batches_tracked += 1
+        m = self.momentum if self.momentum is not None else 1.0 / float(self.batches_tracked)
+        self.running_mean[:t].lerp_(mean.detach(), m)
+        self.running_var[:t].lerp_(var.detach(), m)
+
+    def stats(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.eval_stats == "stationary":
+            mean, var = self.running_mean.mean(0, keepdim=True), self.running_var.mean(0, keepdim=True)
+            return mean.expand(t, -1), var.expand(t, -1)
+        if self.running_mean.shape[0] < t:
+            raise RuntimeError(
+                f"FrameNorm holds statistics for {self.running_mean.shape[0]} frames but got {t}: "
+                "run cvg.models.layers.recompute_frame_stats at this length or use eval_stats='stationary'"
+            )
+        return self.running_mean[:t], self.running_var[:t]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[2]
+        if self.training:
+            mean, var = self._batch_stats(x)
+            self._update_running(mean, var)
+        else:
+            mean, var = self.stats(t)
+        mean = mean.t()[None, :, :, None, None].to(x.dtype)
+        inv = torch.rsqrt(var.t()[None, :, :, None, None] + self.eps).to(x.dtype)
+        return (x - mean) * inv
+
+
+class ConditionalNorm(nn.Module):
+    """FrameNorm whose per-channel gain and bias are linear maps of a condition vector."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.norm = FrameNorm(channels)
+        self.gain = linear(cond_dim, channels)
+        self.bias = linear(cond_dim, channels)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gain = 1.0 + self.gain(cond)[:, :, None, None, None]
+        bias = self.bias(cond)[:, :, None, None, None]
+        return self.norm(x) * gain + bias
+
+
+def set_norm_eval_stats(model: nn.Module, mode: str) -> None:
+    if mode not in ("per_frame", "stationary"):
+        raise ValueError(f"eval_stats must be 'per_frame' or 'stationary', got {mode!r}")
+    for m in model.modules():
+        if isinstance(m, FrameNorm):
+            m.eval_stats = mode
+
+
+@torch.no_grad()
+def recompute_frame_stats(model: nn.Module, forward, passes: int) -> None:
+    """Re-estimate every FrameNorm's per-timestep statistics with ``passes`` dummy forwards.
+
+    The appendix runs 200 such passes before unrolling a generator beyond its training length.
+    ``forward()`` runs one batch at the target length; statistics become the exact average.
+    """
+    norms = [m for m in model.modules() if isinstance(m, FrameNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    was_training = model.training
+    model.train()
+    for m in norms:
+        m.running_mean = m.running_mean[:0]
+        m.running_var = m.running_var[:0]
+        m.batches_tracked.zero_()
+        m.momentum = None
+    for _ in range(passes):
+        forward()
+    for m, (momentum, _) in zip(norms, saved):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+class ConvGRU(nn.Module):
+    """Convolutional GRU over time with a ReLU candidate; returns every hidden state."""
+
+    def __init__(self, cin: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = conv2d(cin + hidden, 2 * hidden)
+        self.candidate = conv2d(cin + hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        state = x.new_zeros(b, self.hidden, h, w)
+        outputs = []
+        for i in range(t):
+            inp = x[:, :, i]
+            reset, update = torch.sigmoid(self.gates(torch.cat([inp, state], 1))).chunk(2, 1)
+            cand = F.relu(self.candidate(torch.cat([inp, reset * state], 1)))
+            state = update * state + (1 - update) * cand
+            outputs.append(state)
+        return torch.stack(outputs, 2)
+
+
+class SeparableConv3d(nn.Module):
+    """Temporal conv (kernel 3 over time) followed by a spatial 3x3 conv."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.temporal = conv3d(cin, cout, (3, 1, 1))
+        self.spatial = conv3d(cout, cout, (1, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(self.temporal(x))
+
+
+class GBlock(nn.Module):
+    """Generator ResNet block: cnorm-relu-[nearest 2x]-conv-cnorm-relu-conv, plus shortcut.
+
+    ``temporal=True`` makes the first conv a separable 3D conv (the upsampling levels' unit
+    head); otherwise both convs are 2D and applied to every frame independently.
+    """
+
+    def __init__(self, cin: int, cout: int, cond_dim: int, upsample: bool, temporal: bool = False):
+        super().__init__()
+        self.upsample = upsample
+        self.norm1, self.norm2 = ConditionalNorm(cin, cond_dim), ConditionalNorm(cout, cond_dim)
+        self.temporal = temporal
+        self.conv1 = SeparableConv3d(cin, cout) if temporal else conv2d(cin, cout)
+        self.conv2 = conv2d(cout, cout)
+        self.skip = conv2d(cin, cout, 1) if (cin != cout) else None
+
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest") if self.upsample else x
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self._up(F.relu(self.norm1(x, cond)))
+        h = self.conv1(h) if self.temporal else per_frame(self.conv1, h)
+        h = per_frame(self.conv2, F.relu(self.norm2(h, cond)))
+        skip = self._up(x)
+        return h + (per_frame(self.skip, skip) if self.skip is not None else skip)
+
+
+class DBlock(nn.Module):
+    """Discriminator ResNet block: [relu]-conv-relu-conv-[avgpool], no normalisation, plus shortcut.
+
+    3D blocks pool space only (time is kept, so outputs stay per timestep); 2D blocks
+    process every frame independently.
+    """
+
+    def __init__(self, cin: int, cout: int, downsample: bool, three_d: bool, preactivate: bool = True):
+        super().__init__()
+        self.downsample, self.three_d, self.preactivate = downsample, three_d, preactivate
+        make = conv3d if three_d else conv2d
+        self.conv1, self.conv2 = make(cin, cout), make(cout, cout)
+        self.skip = make(cin, cout, 1) if (cin != cout or downsample) else None
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.downsample:
+            return x
+        return F.avg_pool3d(x, (1, 2, 2))  # space only, for 2D and 3D blocks alike
+
+    def _conv(self, conv, x):
+        return conv(x) if self.three_d else per_frame(conv, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(x) if self.preactivate else x
+        h = self._conv(self.conv2, F.relu(self._conv(self.conv1, h)))
+        h = self._pool(h)
+        skip = x
+        if self.skip is not None:  # conv then pool on the shortcut (BigGAN-style)
+            skip = self._pool(self._conv(self.skip, x))
+        return h + skip
