@@ -65,6 +65,27 @@ def cmd_data_index(args) -> int:
     return 0
 
 
+def cmd_model_summary(args) -> int:
+    from cvg.models.presets import get_preset, summarize
+
+    preset = get_preset(args.preset, args.width)
+    print(f"{preset.name}: {preset.description} (width x{args.width:g})")
+    print(f"{'level':>5}  {'network':<11} {'frames/res':>10} {'parameters':>14} {'activations/sample':>19}")
+    total = 0
+    for row in summarize(preset):
+        total += row["params"]
+        print(f"{row['level']:>5}  {row['network']:<11} {row['shape']:>10} {row['params']:>14,} {row['activations_per_sample']:>19,}")
+    print(f"total parameters: {total:,}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from cvg.train.launch import launch
+
+    work = args.work or str(Path(args.out).parent / f"level{args.level}.work")
+    return launch(args.config, args.level, args.index, args.out, work, args.prev or [], args.launcher, args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvg",
@@ -109,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True)
     p.add_argument("--failures", required=True)
     p.set_defaults(func=cmd_data_index)
+    p = sub.add_parser("train", help="train one cascade level (greedy: levels 1..L-1 frozen)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--level", type=int, required=True, help="1-based level to train")
+    p.add_argument("--index", required=True, help="results/NAME/data/index.csv")
+    p.add_argument("--out", required=True, help="final checkpoint, e.g. results/NAME/train/level2.pt")
+    p.add_argument("--work", help="resumable state (latest.pt, log.csv, samples/); default OUT's folder/levelL.work")
+    p.add_argument("--prev", nargs="*", help="final checkpoints of levels 1..L-1, in order")
+    p.add_argument("--launcher", choices=["local", "torchrun", "slurm"], help="default: train.launcher of the config")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.set_defaults(func=cmd_train)
+
+    model = sub.add_parser("model", help="network presets").add_subparsers(dest="action", required=True)
+    p = model.add_parser("summary", help="parameters and activations per sample of every network of a preset")
+    p.add_argument("preset", help="kinetics128, kinetics128_w3, bdd128, bdd256, ucf101, demo or tiny")
+    p.add_argument("--width", type=float, default=1.0, help="scale every channel count (e.g. 0.25)")
+    p.set_defaults(func=cmd_model_summary)
     return parser
 
 
@@ -119,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError) as exc:
+    except (ConfigError, DatasetError, KeyError) as exc:
         print(f"cvg: error: {exc}", file=sys.stderr)
         return 2
 

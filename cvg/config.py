@@ -106,6 +106,10 @@ def _check_levels(config: dict, source: str) -> None:
             raise ConfigError(
                 f"{source}: {key}.window={window} exceeds the previous level's {prev['frames']} frames"
             )
+    for section in ("train", "slurm"):
+        extra = len(config.get(section, {}).get("levels", [])) - len(levels)
+        if extra > 0:
+            raise ConfigError(f"{source}: {section}.levels has {extra} more entries than there are levels ({len(levels)})")
     strides = level_strides(config["data"]["stride"], [lv.get("temporal_factor", 1) for lv in levels])
     for i, (level, stride) in enumerate(zip(levels, strides)):
         if "stride" in level and level["stride"] != stride:
@@ -144,6 +148,80 @@ class LevelSpec:
         return self.frames if self.window is None else self.window * self.temporal_factor
 
 
+# Paper values (Sec. V / appendix A) where the paper gives them; betas are BigGAN/DVD-GAN's.
+TRAIN_DEFAULTS = {
+    "steps": 100_000,
+    "batch_size": 512,
+    "lr_g": 1e-4,
+    "lr_d": 5e-4,
+    "betas": [0.0, 0.999],
+    "d_steps": 2,
+    "checkpoint_every": 1000,
+    "log_every": 50,
+    "sample_every": 1000,
+    "seed": 0,
+    "num_workers": 4,
+    "precision": "fp32",
+    "compile": False,
+    "launcher": "local",
+    "procs": 1,
+}
+SLURM_DEFAULTS = {
+    "nodes": 1,
+    "gpus_per_node": 8,
+    "tasks_per_node": None,
+    "cpus_per_task": 8,
+    "mem_gb": 256,
+    "time_min": 24 * 60,
+    "partition": "",
+    "account": "",
+    "signal_delay_s": 120,
+}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+    d_steps: int
+    checkpoint_every: int
+    log_every: int
+    sample_every: int
+    seed: int
+    num_workers: int
+    precision: str
+    compile: bool
+    launcher: str
+    procs: int
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    nodes: int
+    gpus_per_node: int
+    tasks_per_node: int | None
+    cpus_per_task: int
+    mem_gb: float
+    time_min: int
+    partition: str
+    account: str
+    signal_delay_s: int
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    preset: str
+    width: float
+    matching: bool
+
+
 @dataclass(frozen=True)
 class DataSpec:
     fps: float
@@ -172,6 +250,26 @@ class Config:
     data: DataSpec
     levels: tuple[LevelSpec, ...]
     raw: dict
+
+    @property
+    def model(self) -> ModelSpec:
+        m = self.raw["model"]
+        return ModelSpec(preset=m["preset"], width=float(m["width"]), matching=m["matching"])
+
+    def _merged(self, section: str, builtin: dict, index: int) -> dict:
+        self.level(index)
+        sec = self.raw.get(section, {})
+        overrides = sec.get("levels", [])
+        return {**builtin, **sec.get("defaults", {}), **(overrides[index - 1] if index <= len(overrides) else {})}
+
+    def train(self, index: int) -> TrainSpec:
+        """Training settings of level ``index``: built-in < train.defaults < train.levels[index-1]."""
+        merged = self._merged("train", TRAIN_DEFAULTS, index)
+        merged["betas"] = tuple(merged["betas"])
+        return TrainSpec(**merged)
+
+    def slurm(self, index: int) -> SlurmSpec:
+        return SlurmSpec(**self._merged("slurm", SLURM_DEFAULTS, index))
 
     @property
     def top(self) -> LevelSpec:

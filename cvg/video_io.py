@@ -113,7 +113,7 @@ def encode_video(
     codec: str = "libx264",
     crf: int = 18,
 ) -> Path:
-    """Write uint8 (T, H, W, 3) frames to an H.264 MP4 (or GIF when ``path`` ends in .gif), atomically."""
+    """Write uint8 (T, H, W, 3) frames to an H.264 MP4 (GIF for .gif, one-frame PNG for .png), atomically."""
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
@@ -122,7 +122,11 @@ def encode_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     source = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-    if path.suffix.lower() == ".gif":
+    if path.suffix.lower() == ".png":
+        if t != 1:
+            raise ValueError(f"a PNG holds one frame, got {t}")
+        out = source.output(str(tmp), vframes=1)
+    elif path.suffix.lower() == ".gif":
         split = source.video.split()
         palette = split[0].filter("palettegen", stats_mode="full")
         out = ffmpeg.filter([split[1], palette], "paletteuse").output(str(tmp), loop=0)

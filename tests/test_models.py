@@ -157,3 +157,12 @@ def test_hinge_losses():
     assert d_hinge_loss(real, fake) == 0  # both margins satisfied
     assert d_hinge_loss([torch.zeros(2, 3), torch.zeros(2, 5)], [torch.zeros(2, 3), torch.zeros(2, 5)]) == 2
     assert g_hinge_loss([torch.ones(2, 3), -torch.ones(2, 1)]) == pytest.approx(-0.5)
+
+
+def test_cli_model_summary(capsys):
+    from cvg.cli import main
+
+    assert main(["model", "summary", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "D_matching" in out and "total parameters" in out
+    assert main(["model", "summary", "nope"]) == 2

@@ -56,18 +56,21 @@ class SpatialDiscriminator(nn.Module):
         self.k_frames = k_frames
         self.net = VideoDiscriminator(3, resolution, ch, mults, three_d_blocks=0, n_classes=n_classes)
 
-    def sample_frames(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """k distinct random frames per sample (all frames when the clip has at most k)."""
-        b, _, t = video.shape[:3]
-        if t <= self.k_frames:
-            return video
-        order = torch.rand(b, t, generator=generator, device=video.device if generator is None else generator.device)
-        index = order.argsort(1)[:, : self.k_frames].to(video.device)
-        index = index[:, None, :, None, None].expand(-1, video.shape[1], -1, *video.shape[3:])
-        return video.gather(2, index)
+    def frame_index(self, batch: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """k distinct random frame indices per sample; None when the clip has at most k frames."""
+        if frames <= self.k_frames:
+            return None
+        return torch.rand(batch, frames, generator=generator).argsort(1)[:, : self.k_frames]
 
-    def forward(self, video: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self.sample_frames(video), label)
+    def forward(self, video: torch.Tensor, label: torch.Tensor | None = None, frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``frame_index`` (B, k) picks the frames; drawn here when not given (trainers pass it
+        so that a distributed run draws the same frames as a single-process one)."""
+        if frame_index is None:
+            frame_index = self.frame_index(video.shape[0], video.shape[2])
+        if frame_index is not None:
+            index = frame_index.to(video.device)[:, None, :, None, None].expand(-1, video.shape[1], -1, *video.shape[3:])
+            video = video.gather(2, index)
+        return self.net(video, label)
 
 
 class TemporalDiscriminator(nn.Module):

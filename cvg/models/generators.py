@@ -117,7 +117,7 @@ class UpsamplingGenerator(nn.Module):
                 size = size * 2 if block.upsample else size
                 self.blocks.append(block)
                 if size <= in_resolution:
-                    self.residuals[str(index)] = conv3d(3, width, 1)
+                    self.residuals[str(index)] = conv3d(3, width, 1, bias=False)  # feeds a norm: no bias
                 index += 1
                 cin = width
         self.head = OutputHead(cin, cond_dim)

@@ -35,13 +35,13 @@ def sn(module: nn.Module) -> nn.Module:
     return spectral_norm(module, n_power_iterations=1)
 
 
-def conv2d(cin: int, cout: int, kernel: int = 3) -> nn.Module:
-    return sn(nn.Conv2d(cin, cout, kernel, padding=kernel // 2))
+def conv2d(cin: int, cout: int, kernel: int = 3, bias: bool = True) -> nn.Module:
+    return sn(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias))
 
 
-def conv3d(cin: int, cout: int, kernel=3) -> nn.Module:
+def conv3d(cin: int, cout: int, kernel=3, bias: bool = True) -> nn.Module:
     kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
-    return sn(nn.Conv3d(cin, cout, kernel, padding=tuple(k // 2 for k in kernel)))
+    return sn(nn.Conv3d(cin, cout, kernel, padding=tuple(k // 2 for k in kernel), bias=bias))
 
 
 def linear(cin: int, cout: int, bias: bool = True) -> nn.Module:
@@ -199,10 +199,10 @@ class ConvGRU(nn.Module):
 class SeparableConv3d(nn.Module):
     """Temporal conv (kernel 3 over time) followed by a spatial 3x3 conv."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, bias: bool = True):
         super().__init__()
-        self.temporal = conv3d(cin, cout, (3, 1, 1))
-        self.spatial = conv3d(cout, cout, (1, 3, 3))
+        self.temporal = conv3d(cin, cout, (3, 1, 1), bias=False)
+        self.spatial = conv3d(cout, cout, (1, 3, 3), bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial(self.temporal(x))
@@ -220,9 +220,11 @@ class GBlock(nn.Module):
         self.upsample = upsample
         self.norm1, self.norm2 = ConditionalNorm(cin, cond_dim), ConditionalNorm(cout, cond_dim)
         self.temporal = temporal
-        self.conv1 = SeparableConv3d(cin, cout) if temporal else conv2d(cin, cout)
-        self.conv2 = conv2d(cout, cout)
-        self.skip = conv2d(cin, cout, 1) if (cin != cout) else None
+        # every conv here feeds a normalisation (this block's or the next one's), which removes
+        # a bias exactly: a bias would only collect zero-mean gradient noise
+        self.conv1 = SeparableConv3d(cin, cout, bias=False) if temporal else conv2d(cin, cout, bias=False)
+        self.conv2 = conv2d(cout, cout, bias=False)
+        self.skip = conv2d(cin, cout, 1, bias=False) if (cin != cout) else None
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest") if self.upsample else x

@@ -96,9 +96,10 @@ PRESETS: dict[str, ModelPreset] = {
             "demo",
             "The demo's 3-level 8/16 -> 16/32 -> 32/64 cascade, CPU-trainable in minutes",
             _levels((8, 16, 1, 1, None), (16, 32, 2, 2, 4), (32, 64, 2, 2, 4)),
-            (NetSpec(16, (4, 2, 1), 16, (1, 2, 4)), NetSpec(8, (4, 2, 1), 16, (1, 2, 4)), NetSpec(8, (4, 2, 2, 1), 16, (1, 2, 4, 4))),
+            (NetSpec(16, (4, 2, 1), 8, (1, 2, 4)), NetSpec(8, (4, 2, 1), 8, (1, 2, 4)), NetSpec(8, (4, 2, 1, 1), 8, (1, 2, 4, 4))),
             z_dim=32,
             emb_dim=16,
+            k_frames=4,
             n_classes=6,
         ),
         ModelPreset(

@@ -1,0 +1,123 @@
+"""Memory of one training step vs output length (the paper's Fig. 3/5).
+
+For a two-level 128x128 cascade (preset bdd128 geometry: level 1 at 64x64 generating half the
+output frames; level 2 trained on fixed 6 -> 12 frame windows at 128x128) and a non-cascaded
+baseline generating all frames at 128x128 directly, measure the peak memory of one G+D
+training step (D update on real and fake, then G update, Adam) as the output length grows.
+Each point runs in a fresh subprocess: on CPU the figure is the growth of peak RSS
+(ru_maxrss) over the step; on CUDA, torch.cuda.max_memory_allocated.
+
+    python benchmarks/memory_scaling.py --width 0.0625 --lengths 12 24 48 96 140
+    python benchmarks/memory_scaling.py --preset bdd256 --width 0.0625 --lengths 48   # 48/256x256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def training_step(preset_name: str, width: float, model: str, frames: int, device: str) -> dict:
+    import torch
+
+    from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
+    from cvg.models.presets import build_baseline, build_discriminators, build_generator, get_preset
+
+    torch.manual_seed(0)
+    preset = get_preset(preset_name, width)
+    levels, batch = preset.levels, 1
+    label = torch.zeros(batch, dtype=torch.long, device=device) if preset.n_classes else None
+    z = torch.randn(batch, preset.z_dim, device=device)
+    if model == "level1":  # the first level generates the output subsampled by the cascade's factors
+        spec = levels[0]
+        factor = frames // levels[-1].frames if frames % levels[-1].frames == 0 else None
+        out_frames = max(1, round(frames * spec.frames / levels[-1].frames)) if factor is None else spec.frames * factor
+        g, ds = build_generator(preset, levels, 1).to(device), build_discriminators(preset, levels, 1).to(device)
+        g.frames = out_frames
+        real = torch.rand(batch, 3, out_frames, spec.resolution, spec.resolution, device=device) * 2 - 1
+        fake_fn = lambda: g(z, label)  # noqa: E731
+        cond = None
+    elif model.startswith("level"):  # an upsampling level: fixed training windows whatever the output length
+        index = int(model[5:])
+        spec, prev = levels[index - 1], levels[index - 2]
+        g, ds = build_generator(preset, levels, index).to(device), build_discriminators(preset, levels, index).to(device)
+        cond = torch.rand(batch, 3, spec.window, prev.resolution, prev.resolution, device=device) * 2 - 1
+        real = torch.rand(batch, 3, spec.window_out, spec.resolution, spec.resolution, device=device) * 2 - 1
+        fake_fn = lambda: g(cond, z, label)  # noqa: E731
+        out_frames = spec.window_out
+    else:
+        top = levels[-1]
+        g, ds = build_baseline(preset, frames, top.resolution)
+        g, ds = g.to(device), ds.to(device)
+        real = torch.rand(batch, 3, frames, top.resolution, top.resolution, device=device) * 2 - 1
+        fake_fn = lambda: g(z, label)  # noqa: E731
+        cond, out_frames = None, frames
+    opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(ds.parameters(), 5e-4, betas=(0.0, 0.999))
+
+    def scores(video):
+        return [d(video, cond, label) if k == "matching" else d(video, label) for k, d in ds.items()]
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with torch.no_grad():
+        fake = fake_fn()
+    opt_d.zero_grad()
+    d_hinge_loss(scores(real), scores(fake)).backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    g_hinge_loss(scores(fake_fn())).backward()
+    opt_g.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"model": model, "output_frames": frames, "trained_frames": out_frames, "peak_MB": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="bdd128")
+    parser.add_argument("--width", type=float, default=0.0625, help="channel width scale (1 = paper)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[12, 24, 48, 96, 140])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "FRAMES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(training_step(args.preset, args.width, args.worker[0], int(args.worker[1]), args.device)))
+        return
+
+    from benchmarks.common import report
+    from cvg.models.presets import get_preset
+
+    n_levels = len(get_preset(args.preset).levels)
+    models = ["level1"] + [f"level{i}" for i in range(2, n_levels + 1)] + ["baseline"]
+    rows = []
+    for frames in args.lengths:
+        for model in models:
+            cmd = [sys.executable, __file__, "--preset", args.preset, "--width", str(args.width), "--device", args.device, "--worker", model, str(frames)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                rows.append({"model": model, "output_frames": frames, "trained_frames": -1, "peak_MB": float("nan")})
+                print(f"{model} @ {frames}: failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        cascade = max(r["peak_MB"] for r in rows if r["output_frames"] == frames and r["model"] != "baseline")
+        baseline = next(r["peak_MB"] for r in rows if r["output_frames"] == frames and r["model"] == "baseline")
+        rows.append({"model": "cascade(max level)/baseline", "output_frames": frames, "trained_frames": frames, "peak_MB": cascade / baseline})
+    report("memory_scaling", [{"preset": args.preset, "width": args.width, "device": args.device, **r} for r in rows])
+
+
+if __name__ == "__main__":
+    main()

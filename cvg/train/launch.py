@@ -1,0 +1,86 @@
+"""Launching a level's training: in this process, under torchrun, or as a SLURM job (submitit).
+
+* ``local``: one process here (CPU or one GPU).
+* ``torchrun``: one process per GPU of this node (``train.procs`` CPU processes without GPUs),
+  torch.distributed over NCCL or gloo; what a Snakemake job on a SLURM node runs.
+* ``slurm``: submitit submits a job of ``nodes`` x ``tasks_per_node`` tasks (one per GPU) with
+  the level's SLURM resources; each task exports torch.distributed's variables
+  (TorchDistributedEnvironment). On the time-limit signal the job is requeued (Checkpointable)
+  and resumes from the last periodic checkpoint. ``cvg train`` waits for the job to finish.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import submitit
+
+from cvg.config import Config, load_config
+
+
+def _train(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], device: str | None) -> str | None:
+    from cvg.train.loop import train_level
+
+    result = train_level(load_config(config_path), level, data_index, out, work, prev, device=device)
+    return str(result) if result else None
+
+
+class SlurmTrainJob(submitit.helpers.Checkpointable):
+    """A requeueable training job: every (re)start resumes from work_dir/latest.pt."""
+
+    def __call__(self, config_path, level, data_index, out, work, prev, device=None):
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return _train(config_path, level, data_index, out, work, prev, device)
+
+
+def slurm_executor(config: Config, level: int, folder: Path) -> submitit.AutoExecutor:
+    s = config.slurm(level)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if os.environ.get("CVG_SUBMITIT_CLUSTER") != "local" else "local")
+    params = {
+        "nodes": s.nodes,
+        "tasks_per_node": s.tasks,
+        "cpus_per_task": s.cpus_per_task,
+        "mem_gb": s.mem_gb,
+        "timeout_min": s.time_min,
+        "slurm_signal_delay_s": s.signal_delay_s,
+        "name": f"cvg-{config.name}-level{level}",
+    }
+    if s.gpus_per_node:
+        params["gpus_per_node"] = s.gpus_per_node
+    if s.partition:
+        params["slurm_partition"] = s.partition
+    if s.account:
+        params["slurm_account"] = s.account
+    executor.update_parameters(**params)
+    return executor
+
+
+def launch(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], launcher: str | None = None, device: str | None = None) -> int:
+    config = load_config(config_path)
+    launcher = launcher or config.train(level).launcher
+    Path(work).mkdir(parents=True, exist_ok=True)
+    if launcher == "local":
+        _train(config_path, level, data_index, out, work, prev, device)
+        return 0
+    if launcher == "torchrun":
+        import torch
+
+        procs = torch.cuda.device_count() if (torch.cuda.is_available() and device != "cpu") else config.train(level).procs
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", "-m", "cvg.cli",
+               "train", "--config", config_path, "--level", str(level), "--index", data_index, "--out", out, "--work", work,
+               "--launcher", "local"] + (["--device", device] if device else []) + (["--prev", *prev] if prev else [])
+        return subprocess.run(cmd).returncode
+    if launcher == "slurm":
+        with submitit.helpers.clean_env():  # inside a SLURM job (e.g. a Snakemake job): do not inherit its variables
+            executor = slurm_executor(config, level, Path(work) / "submitit")
+            job = executor.submit(SlurmTrainJob(), str(Path(config_path).resolve()), level, str(Path(data_index).resolve()),
+                                  str(Path(out).resolve()), str(Path(work).resolve()), [str(Path(p).resolve()) for p in prev], device)
+        print(f"submitted SLURM job {job.job_id} for level {level}; logs in {Path(work) / 'submitit'}", flush=True)
+        job.results()  # raises with the job's traceback if it failed
+        if not Path(out).exists():
+            raise RuntimeError(f"SLURM job {job.job_id} finished without writing {out}")
+        return 0
+    raise ValueError(f"unknown launcher {launcher!r} (local, torchrun, slurm)")

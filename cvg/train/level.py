@@ -1,0 +1,165 @@
+"""A cascade level as a trainable unit (long-video-gan style): it owns its generator,
+discriminators and optimisers and exposes ``update_D`` / ``update_G``. The cascade is a list
+of levels; training is greedy (eq. 3 of the paper): level l trains against *real* pairs
+(x^l, x^{l-1}) from data and *fake* pairs (G_l(z, x̂^{l-1}), x̂^{l-1}) whose x̂^{l-1} comes
+from the frozen levels 1..l-1.
+
+Randomness that defines a step (noise, labels of fakes, spatial-D frame picks) is drawn for
+the *global* batch from a generator seeded by (seed, step) and each process takes its slice,
+so a distributed run makes the same draws as a single-process one with the same global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cvg.config import Config, LevelSpec, TrainSpec
+from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
+from cvg.models.layers import set_norm_eval_stats
+from cvg.models.presets import ModelPreset, build_discriminators, build_generator, get_preset
+from cvg.pyramid import window_bounds
+
+
+@dataclass
+class Draws:
+    """Per-step random draws for this process's slice of the global batch."""
+
+    z: torch.Tensor
+    frames: torch.Tensor | None  # spatial-D frame indices, (2B, k) for [real; fake] or (B, k)
+
+
+def step_generator(*keys: int) -> torch.Generator:
+    """A torch generator seeded by (seed, level, step, sub-step, ...): reproducible anywhere."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([k & 0xFFFF_FFFF for k in keys]).generate_state(1)[0]))
+
+
+class Level:
+    def __init__(self, config: Config, index: int, n_classes: int, device: torch.device | str = "cpu"):
+        self.config, self.index, self.device = config, index, torch.device(device)
+        self.spec: LevelSpec = config.level(index)
+        self.prev: LevelSpec | None = config.level(index - 1) if index > 1 else None
+        self.train_spec: TrainSpec = config.train(index)
+        self.preset: ModelPreset = get_preset(config.model.preset, config.model.width)
+        self.n_classes = n_classes
+        self.G = build_generator(self.preset, config.levels, index, n_classes).to(self.device)
+        self.D = build_discriminators(self.preset, config.levels, index, n_classes, matching=config.model.matching).to(self.device)
+        t = self.train_spec
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
+        # wrappers used for the forward passes (DistributedDataParallel when distributed)
+        self.G_run: nn.Module = self.G
+        self.D_run: nn.Module = Discriminators(self.D)
+
+    # -- randomness ------------------------------------------------------------------
+    def draws(self, step: int, sub: int, global_batch: int, rank_slice: slice, frames: int, pairs: int) -> Draws:
+        gen = step_generator(self.train_spec.seed, self.index, step, sub)
+        z = torch.randn(global_batch, self.preset.z_dim, generator=gen)[rank_slice]
+        picks = self.D["spatial"].frame_index(pairs * global_batch, frames, gen)
+        if picks is not None:  # rows [0, B) for the first set of videos, [B, 2B) for the second
+            picks = picks.view(pairs, global_batch, -1)[:, rank_slice].reshape(-1, picks.shape[-1])
+        return Draws(z=z.to(self.device), frames=picks)
+
+    # -- forward helpers ---------------------------------------------------------------
+    def generate(self, z: torch.Tensor, label: torch.Tensor | None, cond: torch.Tensor | None, module: nn.Module | None = None) -> torch.Tensor:
+        g = module or self.G_run
+        return g(z, label) if cond is None else g(cond, z, label)
+
+    def scores(self, video, cond, label, frames, module: nn.Module | None = None) -> list[torch.Tensor]:
+        d = module or self.D_run
+        return d(video, cond, label, frames)
+
+    # -- updates -------------------------------------------------------------------------
+    def update_D(self, real: torch.Tensor, real_cond, fake_cond, label, draws: Draws) -> float:
+        """One discriminator step on a batch of real pairs and freshly generated fake pairs."""
+        with torch.no_grad():
+            fake = self.generate(draws.z, label, fake_cond, module=self.G)
+        video = torch.cat([real, fake])
+        cond = None if real_cond is None else torch.cat([real_cond, fake_cond])
+        both_labels = None if label is None else torch.cat([label, label])
+        scores = self.scores(video, cond, both_labels, draws.frames)
+        b = real.shape[0]
+        loss = d_hinge_loss([s[:b] for s in scores], [s[b:] for s in scores])
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return loss.detach()
+
+    def update_G(self, fake_cond, label, draws: Draws) -> float:
+        """One generator step; D is frozen (no grads) and called without its DDP wrapper."""
+        self.D.requires_grad_(False)
+        try:
+            fake = self.generate(draws.z, label, fake_cond)
+            loss = g_hinge_loss(self.scores(fake, fake_cond, label, draws.frames, module=self._plain_d))
+        finally:
+            self.D.requires_grad_(True)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return loss.detach()
+
+    def _plain_d(self, video, cond, label, frames):
+        return run_discriminators(self.D, video, cond, label, frames)
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+
+class Discriminators(nn.Module):
+    """All of a level's discriminators as one module (one DDP wrapper, one forward)."""
+
+    def __init__(self, ds: nn.ModuleDict):
+        super().__init__()
+        self.ds = ds
+
+    def forward(self, video, cond, label, frames):
+        return run_discriminators(self.ds, video, cond, label, frames)
+
+
+def run_discriminators(ds: nn.ModuleDict, video, cond, label, frames) -> list[torch.Tensor]:
+    out = []
+    for name, d in ds.items():
+        if name == "matching":
+            out.append(d(video, cond, label))
+        elif name == "spatial":
+            out.append(d(video, label, frames))
+        else:
+            out.append(d(video, label))
+    return out
+
+
+class FrozenCascade:
+    """Levels 1..l-1 loaded from their final checkpoints, in eval mode, without gradients.
+
+    Upsampling levels are unrolled over the whole previous-level output with stationary BN
+    statistics (time-invariant, so unrolling equals windowed application away from the ends).
+    """
+
+    def __init__(self, generators: list[nn.Module], specs: list[LevelSpec]):
+        self.generators, self.specs = generators, specs
+        for i, g in enumerate(generators):
+            g.eval().requires_grad_(False)
+            if i > 0:
+                set_norm_eval_stats(g, "stationary")
+
+    @torch.no_grad()
+    def sample(self, z_per_level: list[torch.Tensor], label: torch.Tensor | None) -> list[torch.Tensor]:
+        videos = [self.generators[0](z_per_level[0], label)]
+        for g, z in zip(self.generators[1:], z_per_level[1:]):
+            videos.append(g(videos[-1], z, label))
+        return videos
+
+
+def crop_windows(video: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
+    """Per-sample temporal crops of ``window`` frames of (B, C, T, H, W) at ``starts``."""
+    return torch.stack([video[i, :, window_bounds(int(s), window, 1)[0]] for i, s in enumerate(starts)])

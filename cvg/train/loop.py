@@ -1,0 +1,316 @@
+"""Greedy training of one cascade level: data stream, frozen lower levels, checkpoints with
+exact resume, DistributedDataParallel, logging and sample grids.
+
+State that makes a run resumable lives in ``work_dir`` (undeclared in Snakemake, so it is not
+deleted before a rerun): ``latest.pt`` (atomic, every ``checkpoint_every`` steps), ``log.csv``
+and ``samples/``. The declared artefact is only the final ``level{l}.pt``.
+
+Resume is exact on CPU: every random draw of a step comes from a generator seeded by
+(seed, level, step, sub-step), the data order by (seed, epoch) and windows by
+(seed, epoch, item), so a run killed after checkpoint k and resumed replays steps k+1.. with the
+same draws, data and model state: the final weights are bitwise equal to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cvg.config import Config
+from cvg.data.windows import PyramidWindows
+from cvg.pyramid import to_uint8
+from cvg.train.level import FrozenCascade, Level, crop_windows, step_generator
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+# -- distributed ------------------------------------------------------------------------------
+def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun / submitit's environment variables."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# -- data -------------------------------------------------------------------------------------
+def epoch_batches(n_items: int, global_batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    if n_items < global_batch:
+        raise ValueError(f"the training split has {n_items} clips, fewer than one batch of {global_batch}")
+    order = np.random.default_rng([seed, epoch]).permutation(n_items)
+    return [order[i * global_batch : (i + 1) * global_batch] for i in range(n_items // global_batch)]
+
+
+class BatchStream:
+    """Endless (epoch, position) -> batch stream; each process gets its contiguous slice of
+    every global batch. Restartable at any (epoch, position)."""
+
+    def __init__(self, dataset: PyramidWindows, global_batch: int, seed: int, rank: int, world: int, num_workers: int):
+        if global_batch % world:
+            raise ValueError(f"global batch {global_batch} is not divisible by the {world} processes")
+        self.dataset, self.global_batch, self.seed = dataset, global_batch, seed
+        self.local = global_batch // world
+        self.rank, self.num_workers = rank, num_workers
+        self.epoch, self.position = 0, 0
+        self._iter = None
+
+    def _start(self) -> None:
+        self.dataset.set_epoch(self.epoch)
+        batches = epoch_batches(len(self.dataset), self.global_batch, self.seed, self.epoch)[self.position :]
+        mine = [b[self.rank * self.local : (self.rank + 1) * self.local].tolist() for b in batches]
+        self._iter = iter(DataLoader(self.dataset, batch_sampler=mine, num_workers=self.num_workers))
+
+    def next(self) -> dict[str, torch.Tensor]:
+        while True:
+            if self._iter is None:
+                self._start()
+            batch = next(self._iter, None)
+            if batch is not None:
+                self.position += 1
+                return batch
+            self.epoch, self.position, self._iter = self.epoch + 1, 0, None
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def save_atomic(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Safe load: tensors and plain containers only (weights_only=True)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+
+
+def load_generator(config: Config, path: str | os.PathLike, device="cpu") -> torch.nn.Module:
+    """A trained level's generator (eval mode) from its final checkpoint."""
+    from cvg.models.presets import build_generator, get_preset
+
+    state = load_checkpoint(path, device)
+    preset = get_preset(config.model.preset, config.model.width)
+    g = build_generator(preset, config.levels, int(state["index"]), int(state["n_classes"])).to(device)
+    g.load_state_dict(state["G"])
+    return g.eval()
+
+
+def n_classes_from(index_path: Path, config: Config) -> int:
+    if not config.dataset.conditional:
+        return 0
+    classes = index_path.parent / "classes.csv"
+    if classes.exists():
+        return len(pd.read_csv(classes))
+    labels = pd.read_csv(index_path)["label"]
+    return int(labels.max()) + 1 if (labels >= 0).any() else 0
+
+
+# -- monitoring -----------------------------------------------------------------------------------
+def write_grid(videos: list[torch.Tensor], path: Path) -> None:
+    """PNG grid: one row per (sample, level), frames left to right; lower levels nearest-upsized."""
+    from cvg.video_io import encode_video
+
+    size = videos[-1].shape[-1]
+    rows = []
+    for i in range(videos[-1].shape[0]):
+        for v in videos:
+            clip = to_uint8(v[i].cpu())  # (T, h, w, 3)
+            scale = size // clip.shape[1]
+            clip = clip.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+            step = max(1, videos[-1].shape[2] // clip.shape[0])
+            clip = clip.repeat_interleave(step, 0)[: videos[-1].shape[2]]
+            rows.append(torch.cat(list(clip), 1))
+    encode_video(torch.cat(rows, 0)[None].numpy(), path, fps=1)
+
+
+class CsvLog:
+    FIELDS = ["step", "epoch", "loss_d", "loss_g", "samples_per_s", "seconds"]
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = []
+        if path.exists() and resume_step > 0:  # keep what the checkpoint covers, drop the rest
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.FIELDS).writerow(row)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def train_level(
+    config: Config,
+    index: int,
+    data_index: str | os.PathLike,
+    out_path: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    prev_checkpoints: list[str] = (),
+    device: str | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> Path | None:
+    """Train level ``index`` to ``train.steps`` (resuming from ``work_dir/latest.pt``).
+
+    ``stop_after`` ends the process's work after that many steps *without* writing the final
+    checkpoint (tests use it to interrupt a run). Returns the final checkpoint path on rank 0.
+    """
+    rank, world, dev = init_distributed(device)
+    spec, t = config.level(index), config.train(index)
+    if len(prev_checkpoints) != index - 1:
+        raise ValueError(f"level {index} needs the checkpoints of levels 1..{index - 1}, got {len(prev_checkpoints)}")
+    data_index, out_path, work_dir = Path(data_index), Path(out_path), Path(work_dir)
+    dataset = PyramidWindows(config, data_index, index, split="train", seed=t.seed)
+    n_classes = n_classes_from(data_index, config)
+    torch.manual_seed(t.seed * 1000 + index)  # initialisation: same on every rank and every run
+    level = Level(config, index, n_classes, dev)
+    frozen = None
+    if index > 1:
+        frozen = FrozenCascade([load_generator(config, p, dev) for p in prev_checkpoints], list(config.levels[: index - 1]))
+
+    latest = work_dir / "latest.pt"
+    step = 0
+    stream = BatchStream(dataset, t.batch_size, t.seed, rank, world, t.num_workers)
+    if latest.exists():
+        state = load_checkpoint(latest, dev)
+        level.load_state_dict(state["level"])
+        step, stream.epoch, stream.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        torch.set_rng_state(state["torch_rng"])
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dev.index] if dev.type == "cuda" else None
+        level.G_run = DDP(level.G, device_ids=ids, broadcast_buffers=False)
+        level.D_run = DDP(level.D_run, device_ids=ids, broadcast_buffers=False)
+    if t.compile and dev.type == "cuda":
+        level.G_run, level.D_run = torch.compile(level.G_run), torch.compile(level.D_run)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+
+    local = slice(rank * stream.local, (rank + 1) * stream.local)
+    frames_out = spec.window_out
+
+    def batch_on_device():
+        batch = stream.next()
+        real = batch["video"].to(dev, non_blocking=True)
+        cond = batch["cond"].to(dev, non_blocking=True) if "cond" in batch else None
+        label = batch["label"].to(dev) if n_classes else None
+        return real, cond, label
+
+    def fake_conditioning(step_: int, sub: int, label) -> torch.Tensor | None:
+        """x̂^{l-1}: the frozen cascade's output, cropped to this step's random windows."""
+        if frozen is None:
+            return None
+        gen = step_generator(t.seed, index, step_, sub, 1)
+        zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(dev) for g in frozen.generators]
+        starts = torch.randint(0, config.level(index - 1).frames - spec.window + 1, (t.batch_size,), generator=gen)[local]
+        full = frozen.sample(zs, label)[-1]
+        return crop_windows(full, starts, spec.window)
+
+    log = CsvLog(work_dir / "log.csv", step) if rank == 0 else None
+    bar = tqdm(total=t.steps, initial=step, desc=f"level {index}", unit="step", disable=not progress or rank != 0)
+    steps_done, tick, tick_step = 0, time.perf_counter(), step
+    loss_d = loss_g = torch.tensor(0.0)
+    while step < t.steps:
+        with autocast:
+            for sub in range(t.d_steps):
+                real, real_cond, label = batch_on_device()
+                draws = level.draws(step, sub, t.batch_size, local, frames_out, pairs=2)
+                loss_d = level.update_D(real, real_cond, fake_conditioning(step, sub, label), label, draws)
+            draws = level.draws(step, t.d_steps, t.batch_size, local, frames_out, pairs=1)
+            loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws)
+        step += 1
+        steps_done += 1
+        losses = torch.stack([loss_d.float(), loss_g.float()])
+        if not torch.isfinite(losses).all():
+            raise NonFiniteLossError(
+                f"level {index}: non-finite loss at step {step} (D {losses[0].item()}, G {losses[1].item()}); "
+                f"the last good state is {latest if latest.exists() else 'the initial one (no checkpoint yet)'}: "
+                "lower the learning rates or check the data, then rerun to resume from it"
+            )
+        bar.update(1)
+        if rank == 0 and (step % t.log_every == 0 or step == t.steps):
+            now = time.perf_counter()
+            rate = (step - tick_step) * t.batch_size * (t.d_steps + 1) / max(now - tick, 1e-9)
+            log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}", "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
+            bar.set_postfix(loss_d=f"{losses[0].item():.3f}", loss_g=f"{losses[1].item():.3f}", samples_s=f"{rate:.1f}")
+            tick, tick_step = now, step
+        if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
+            write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
+        if step % t.checkpoint_every == 0 and step < t.steps:
+            if rank == 0:
+                save_atomic(
+                    {"level": level.state_dict(), "step": step, "epoch": stream.epoch, "position": stream.position, "torch_rng": torch.get_rng_state()},
+                    latest,
+                )
+            barrier(world)
+        if stop_after is not None and steps_done >= stop_after:
+            bar.close()
+            return None
+    bar.close()
+    if rank == 0:
+        save_atomic(
+            {
+                "G": level.G.state_dict(),
+                "D": level.D.state_dict(),
+                "index": index,
+                "n_classes": n_classes,
+                "step": step,
+                "config": json.dumps(config.raw),
+                "spec": json.dumps(asdict(spec)),
+            },
+            out_path,
+        )
+    barrier(world)
+    return out_path if rank == 0 else None
+
+
+@torch.no_grad()
+def write_sample_grid(level: Level, frozen: FrozenCascade | None, path: Path, n_classes: int, device, n: int = 4) -> None:
+    """Fixed-noise samples of the level being trained (with the frozen levels' outputs above)."""
+    gen = torch.Generator().manual_seed(1234)
+    label = (torch.arange(n) % n_classes).to(device) if n_classes else None
+    was_training = level.G.training
+    level.G.eval()
+    try:
+        if frozen is None:
+            videos = [level.G(torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
+        else:
+            lower = frozen.sample([torch.randn(n, g.z_dim, generator=gen).to(device) for g in frozen.generators], label)
+            cond = lower[-1][:, :, : level.spec.window]
+            videos = [cond, level.G(cond, torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
+        write_grid(videos, path)
+    finally:
+        level.G.train(was_training)
