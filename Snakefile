@@ -16,9 +16,10 @@ min_version("8.0")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/demo/data/index.csv",
+        [f"results/demo/train/level{lv.index}.pt" for lv in EXPERIMENTS["demo"].levels],

@@ -176,6 +176,7 @@ SLURM_DEFAULTS = {
     "partition": "",
     "account": "",
     "signal_delay_s": 120,
+    "max_requeues": 3,
 }
 
 
@@ -209,6 +210,7 @@ class SlurmSpec:
     partition: str
     account: str
     signal_delay_s: int
+    max_requeues: int
 
     @property
     def tasks(self) -> int:

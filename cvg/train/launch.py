@@ -12,8 +12,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import submitit
@@ -21,24 +24,39 @@ import submitit
 from cvg.config import Config, load_config
 
 
-def _train(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], device: str | None) -> str | None:
+def _train(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], device: str | None, stop_requested=None) -> str | None:
     from cvg.train.loop import train_level
 
-    result = train_level(load_config(config_path), level, data_index, out, work, prev, device=device)
+    result = train_level(load_config(config_path), level, data_index, out, work, prev, device=device, stop_requested=stop_requested)
     return str(result) if result else None
 
 
 class SlurmTrainJob(submitit.helpers.Checkpointable):
-    """A requeueable training job: every (re)start resumes from work_dir/latest.pt."""
+    """A requeueable training job: every (re)start resumes from work_dir/latest.pt.
+
+    SLURM sends USR2 ``signal_delay_s`` before the time limit (and on preemption). Instead of
+    letting submitit requeue from inside the signal handler, mid-step, the handler only raises
+    a flag; the loop finishes the step, all ranks agree, the state of that step is saved, and
+    then submitit's handler requeues the job, which resumes at exactly that step.
+    """
 
     def __call__(self, config_path, level, data_index, out, work, prev, device=None):
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return _train(config_path, level, data_index, out, work, prev, device)
+        env = submitit.helpers.TorchDistributedEnvironment()
+        env.export(set_cuda_visible_devices=False)
+        requeue = signal.getsignal(signal.SIGUSR2)  # installed by submitit
+        stop = threading.Event()
+        signal.signal(signal.SIGUSR2, lambda signum, frame: stop.set())
+        result = _train(config_path, level, data_index, out, work, prev, device, stop_requested=stop.is_set)
+        if result is None and stop.is_set():
+            if env.rank == 0 and callable(requeue):
+                requeue(signal.SIGUSR2, None)  # checkpoint() + requeue + exit
+            time.sleep(600)  # other ranks: wait to be ended by the requeue
+        return result
 
 
 def slurm_executor(config: Config, level: int, folder: Path) -> submitit.AutoExecutor:
     s = config.slurm(level)
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if os.environ.get("CVG_SUBMITIT_CLUSTER") != "local" else "local")
+    executor = submitit.AutoExecutor(folder=folder, slurm_max_num_timeout=s.max_requeues)
     params = {
         "nodes": s.nodes,
         "tasks_per_node": s.tasks,

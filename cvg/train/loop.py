@@ -53,6 +53,15 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
     return rank, world, torch.device("cpu")
 
 
+def agree(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank when any rank says so (stop requests must stop all ranks at one step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -182,11 +191,15 @@ def train_level(
     device: str | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    stop_requested=None,
 ) -> Path | None:
     """Train level ``index`` to ``train.steps`` (resuming from ``work_dir/latest.pt``).
 
     ``stop_after`` ends the process's work after that many steps *without* writing the final
-    checkpoint (tests use it to interrupt a run). Returns the final checkpoint path on rank 0.
+    checkpoint (tests use it to interrupt a run). ``stop_requested()`` is polled after every
+    step (all ranks agree on it): when true, the state of that step is checkpointed and the
+    function returns None, so a preempted or timed-out job resumes exactly there.
+    Returns the final checkpoint path on rank 0.
     """
     rank, world, dev = init_distributed(device)
     spec, t = config.level(index), config.train(index)
@@ -269,13 +282,18 @@ def train_level(
             tick, tick_step = now, step
         if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
             write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
-        if step % t.checkpoint_every == 0 and step < t.steps:
+        stop = stop_requested is not None and step < t.steps and agree(bool(stop_requested()), world, dev)
+        if (step % t.checkpoint_every == 0 and step < t.steps) or stop:
             if rank == 0:
                 save_atomic(
                     {"level": level.state_dict(), "step": step, "epoch": stream.epoch, "position": stream.position, "torch_rng": torch.get_rng_state()},
                     latest,
                 )
             barrier(world)
+        if stop:
+            bar.close()
+            print(f"level {index}: stop requested, state of step {step} saved to {latest}", flush=True)
+            return None
         if stop_after is not None and steps_done >= stop_after:
             bar.close()
             return None

@@ -1,5 +1,7 @@
 # Data stage: manifest (checkpoint) -> one job per HDF5 shard -> index.
 
+import json
+
 
 def dataset_input(wildcards):
     """The dataset directory; for real datasets it must exist before the DAG is built."""
@@ -23,6 +25,7 @@ checkpoint manifest:
         classes="results/{dataset}/data/classes.csv",
     params:
         config=config_file,
+        settings=lambda wc: json.dumps({k: exp(wc).raw[k] for k in ("dataset", "data", "levels")}, sort_keys=True),
     log:
         "results/{dataset}/logs/manifest.log",
     shell:

@@ -1,0 +1,53 @@
+# Greedy training: one job per level; level l needs the final checkpoints of levels 1..l-1.
+# Resumable state lives in the undeclared results/{dataset}/train/level{l}.work/ folder, so a
+# failed or cancelled job resumes on rerun; the declared output is only the final checkpoint.
+
+import json
+from dataclasses import asdict
+
+
+def level_settings(wildcards):
+    """Everything that defines level l's training; a change reruns level l and what follows."""
+    cfg, index = exp(wildcards), int(wildcards.level)
+    return json.dumps(
+        {
+            "train": asdict(cfg.train(index)),
+            "model": asdict(cfg.model),
+            "levels": [asdict(lv) for lv in cfg.levels[:index]],
+            "dataset": {"kind": cfg.dataset.kind, "conditional": cfg.dataset.conditional},
+        },
+        sort_keys=True,
+    )
+
+
+def slurm_of(wildcards):
+    return exp(wildcards).slurm(int(wildcards.level))
+
+
+rule train_level:
+    input:
+        index="results/{dataset}/data/index.csv",
+        prev=lambda wc: [f"results/{wc.dataset}/train/level{i}.pt" for i in range(1, int(wc.level))],
+    output:
+        "results/{dataset}/train/level{level}.pt",
+    wildcard_constraints:
+        level=r"\d+",
+    params:
+        config=config_file,
+        settings=level_settings,
+        work=lambda wc: f"results/{wc.dataset}/train/level{wc.level}.work",
+    threads: lambda wc: slurm_of(wc).cpus_per_task if exp(wc).train(int(wc.level)).launcher != "local" else 2
+    resources:
+        runtime=lambda wc: slurm_of(wc).time_min,
+        mem_mb=lambda wc: int(slurm_of(wc).mem_gb * 1024),
+        gpu=lambda wc: slurm_of(wc).gpus_per_node,
+        nodes=lambda wc: slurm_of(wc).nodes,
+        tasks=lambda wc: slurm_of(wc).nodes,
+        cpus_per_task=lambda wc: slurm_of(wc).cpus_per_task,
+        slurm_partition=lambda wc: slurm_of(wc).partition or None,
+        slurm_account=lambda wc: slurm_of(wc).account or None,
+    log:
+        "results/{dataset}/logs/train/level{level}.log",
+    shell:
+        "cvg train --config {params.config} --level {wildcards.level} --index {input.index}"
+        " --out {output} --work {params.work} --prev {input.prev} > {log} 2>&1"
