@@ -17,9 +17,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/metrics.smk"
 
 
 rule all:
     default_target: True
     input:
-        [f"results/demo/train/level{lv.index}.pt" for lv in EXPERIMENTS["demo"].levels],
+        "results/demo/metrics.csv",
+        "results/demo/samples/grid.mp4",

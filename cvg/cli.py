@@ -86,6 +86,40 @@ def cmd_train(args) -> int:
     return launch(args.config, args.level, args.index, args.out, work, args.prev or [], args.launcher, args.device)
 
 
+def cmd_sample(args) -> int:
+    import torch
+
+    from cvg.sample import build_sampler, level_grid, write_samples
+    from cvg.video_io import encode_video
+
+    cfg = _config(args.config)
+    s = cfg.raw["sample"]
+    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    sampler, bilinear = build_sampler(cfg, args.checkpoints, args.variant, device)
+    frames1 = s["level1_frames"] or cfg.level(1).frames
+    passes = s["bn_passes"] if s["bn"] == "recompute" or args.variant == "untrained" else 0
+    sampler.prepare_norms("recompute" if passes else "stationary", passes, frames1, s["batch_size"], s["seed"])
+    write_samples(cfg, sampler, bilinear, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"])
+    print(f"{args.out}: {args.n or s['n_samples']} samples ({args.variant})")
+    if args.grid:
+        videos, _ = sampler.sample(s["grid_samples"], s["grid_sigma"], frames1, s["chunk"], seed=s["seed"] + 10**6)
+        frames = level_grid(videos)
+        for path in args.grid:
+            encode_video(frames, path, fps=max(1.0, cfg.data.fps / cfg.top.stride))
+            print(f"{path}: {len(videos)} levels x {s['grid_samples']} samples")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from cvg.metrics.run import evaluate
+
+    cfg = _config(args.config)
+    samples = dict(item.split("=", 1) for item in args.samples)
+    table = evaluate(cfg, args.index, samples, args.out, args.cache, args.device or "cpu")
+    print(table.pivot_table(index="model", columns="metric", values="value").to_string(float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvg",
@@ -140,6 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["local", "torchrun", "slurm"], help="default: train.launcher of the config")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="sample the frozen cascade (every level, unrolled over the whole video)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="final checkpoints of levels 1..L")
+    p.add_argument("--variant", choices=["cascade", "untrained", "bilinear"], default="cascade",
+                   help="cascade; untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled bilinearly")
+    p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
+    p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")
+    p.add_argument("--n", type=int, help="number of samples (default: sample.n_samples)")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("metrics", help="FVD / FID / IS of samples against real clips (I3D, TF-Hub weights)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--index", required=True, help="results/NAME/data/index.csv")
+    p.add_argument("--samples", nargs="+", required=True, help="NAME=samples.h5 pairs")
+    p.add_argument("--out", required=True, help="tidy CSV")
+    p.add_argument("--cache", required=True, help="folder for cached real-data I3D outputs")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.set_defaults(func=cmd_metrics)
 
     model = sub.add_parser("model", help="network presets").add_subparsers(dest="action", required=True)
     p = model.add_parser("summary", help="parameters and activations per sample of every network of a preset")

@@ -133,7 +133,7 @@ def test_frame_norm_statistics_are_per_frame_and_recomputable():
     norm(x)
     assert torch.allclose(norm.running_mean[:, 0], torch.tensor([0.0, 5.0, 10.0]), atol=0.5)
     norm.eval()
-    with pytest.raises(RuntimeError, match="statistics for 3 frames but got 6"):
+    with pytest.raises(RuntimeError, match="statistics for 3 frames but got frames 0..5"):
         norm(torch.randn(1, 2, 6, 4, 4))
     recompute_frame_stats(norm, lambda: norm(torch.randn(4, 2, 6, 4, 4)), passes=5)
     assert norm.running_mean.shape == (6, 2) and not norm.training

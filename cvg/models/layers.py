@@ -71,6 +71,7 @@ class FrameNorm(nn.Module):
         super().__init__()
         self.channels, self.eps, self.momentum = channels, eps, momentum
         self.eval_stats = "per_frame"
+        self.time_offset = 0  # first timestep of the input within the statistics (chunked unrolling)
         self.register_buffer("running_mean", torch.zeros(0, channels))
         self.register_buffer("running_var", torch.ones(0, channels))
         self.register_buffer("batches_tracked", torch.zeros((), dtype=torch.long))
@@ -109,12 +110,13 @@ class FrameNorm(nn.Module):
         if self.eval_stats == "stationary":
             mean, var = self.running_mean.mean(0, keepdim=True), self.running_var.mean(0, keepdim=True)
             return mean.expand(t, -1), var.expand(t, -1)
-        if self.running_mean.shape[0] < t:
+        start, stop = self.time_offset, self.time_offset + t
+        if self.running_mean.shape[0] < stop:
             raise RuntimeError(
-                f"FrameNorm holds statistics for {self.running_mean.shape[0]} frames but got {t}: "
+                f"FrameNorm holds statistics for {self.running_mean.shape[0]} frames but got frames {start}..{stop - 1}: "
                 "run cvg.models.layers.recompute_frame_stats at this length or use eval_stats='stationary'"
             )
-        return self.running_mean[:t], self.running_var[:t]
+        return self.running_mean[start:stop], self.running_var[start:stop]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[2]
@@ -149,6 +151,12 @@ def set_norm_eval_stats(model: nn.Module, mode: str) -> None:
     for m in model.modules():
         if isinstance(m, FrameNorm):
             m.eval_stats = mode
+
+
+def set_time_offset(model: nn.Module, offset: int) -> None:
+    for m in model.modules():
+        if isinstance(m, FrameNorm):
+            m.time_offset = offset
 
 
 @torch.no_grad()

@@ -1,0 +1,115 @@
+"""Metric tables: FVD (I3D logits), FID (I3D Mixed_5c features), IS (softmax of logits) of
+generated HDF5 samples against the real clips of a split, in the tidy layout
+model, level, frames, resolution, metric, value, n_samples, protocol."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from cvg.config import Config
+from cvg.metrics.frechet import frechet_from_samples, inception_score
+
+COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
+
+
+def protocol_name(config: Config) -> str:
+    m = config.raw["metrics"]
+    return f"i3d-k400(tfhub) {m['frames']}f bilinear224 ref={m['real_split']}:{m['n_real']}"
+
+
+def _batches(read, n: int, batch: int):
+    for start in range(0, n, batch):
+        yield read(start, min(n, start + batch))
+
+
+def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int, n: int | None = None):
+    h5 = h5py.File(path, "r")
+    data = h5[f"level{level}"]
+    if data.shape[1] < frames:
+        raise ValueError(f"{path}: level {level} has {data.shape[1]} frames, metrics.frames asks for {frames}")
+    n = min(n or len(data), len(data))
+    return _batches(lambda a, b: data[a:b, :frames], n, batch), n
+
+
+def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int):
+    index = pd.read_csv(index_path, keep_default_na=False)
+    rows = index[index["split"] == split].head(n)
+    if rows.empty:
+        raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
+    top = f"level{len(config.levels)}"
+    files: dict[str, h5py.File] = {}
+
+    def read(a, b):
+        clips = []
+        for shard, row in zip(rows["shard"].iloc[a:b], rows["row"].iloc[a:b]):
+            files.setdefault(shard, h5py.File(shard, "r"))
+            clips.append(files[shard][top][int(row), :frames])
+        return np.stack(clips)
+
+    return _batches(read, len(rows), batch), len(rows)
+
+
+def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from cvg.metrics.extract import i3d_outputs
+
+    if cache is not None and cache.exists():
+        data = np.load(cache)
+        return data["logits"], data["features"]
+    batches, n = batches_and_n
+    logits, features = i3d_outputs(model, batches, total=n, desc=desc)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.stem}.tmp.npz")
+        np.savez(tmp, logits=logits, features=features)
+        os.replace(tmp, cache)
+    return logits, features
+
+
+def score_rows(model: str, level, frames: int, resolution: int, logits, features, ref_logits, ref_features, splits: int, protocol: str) -> list[dict]:
+    is_mean, is_std = inception_score(logits, splits)
+    n = len(logits)
+    base = {"model": model, "level": level, "frames": frames, "resolution": resolution, "n_samples": n, "protocol": protocol}
+    return [
+        {**base, "metric": "FVD", "value": frechet_from_samples(logits, ref_logits)},
+        {**base, "metric": "FID", "value": frechet_from_samples(features, ref_features)},
+        {**base, "metric": "IS", "value": is_mean},
+        {**base, "metric": "IS_std", "value": is_std},
+    ]
+
+
+def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, str], out_csv: str | os.PathLike,
+             cache_dir: str | os.PathLike, device: str = "cpu") -> pd.DataFrame:
+    """Score every ``samples`` {model name: HDF5} at the top level, plus the held-out real
+    split (the floor), against the real split's I3D statistics (cached per protocol)."""
+    import torch
+
+    from cvg.metrics.i3d import load_i3d
+
+    m = config.raw["metrics"]
+    frames, batch = m["frames"], m["batch_size"]
+    top = config.top
+    model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+    proto = protocol_name(config)
+    cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_{frames}f.npz"
+    ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch), f"I3D real {m['real_split']}", cache)
+    rows = []
+    if m.get("heldout_split"):
+        split = m["heldout_split"]
+        held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split}",
+                      Path(cache_dir) / f"real_{split}_{m['n_real']}_{frames}f.npz")
+        rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
+    for name, path in samples.items():
+        logits, features = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name}")
+        rows += score_rows(name, len(config.levels), frames, top.resolution, logits, features, ref_l, ref_f, m["is_splits"], proto)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out_csv)
+    return table

@@ -1,0 +1,201 @@
+"""Frozen-cascade sampling: level 1 from noise, then every upsampling level applied
+convolutionally over the *whole* previous-level output (e.g. trained on 6 -> 12 windows,
+applied 24 -> 48), in chunks with a halo so that memory does not grow with the length and
+the result equals one full-length application.
+
+BatchNorm at sampling time (``bn``): ``stationary`` uses each level's running statistics
+averaged over time (a time-invariant generator); ``recompute`` re-estimates per-timestep
+statistics at the sampled length with ``bn_passes`` dummy forward passes (appendix A: 200),
+and chunks read the statistics of their absolute timesteps.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cvg.config import Config
+from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
+from cvg.models.generators import UpsamplingGenerator
+
+
+def temporal_halo(g: UpsamplingGenerator) -> int:
+    """Conditioning frames of context needed on each side of a chunk: every unit's temporal
+    conv (kernel 3) reaches one output frame further; outputs come temporal_factor per input."""
+    temporal_convs = sum(1 for b in g.blocks if b.temporal)
+    return math.ceil(temporal_convs / g.temporal_factor) + 1
+
+
+@torch.no_grad()
+def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, chunk: int | None = None) -> torch.Tensor:
+    """g over the whole conditioning video, ``chunk`` conditioning frames at a time (None: at once)."""
+    t_in, k = cond.shape[2], g.temporal_factor
+    if chunk is None or chunk >= t_in:
+        set_time_offset(g, 0)
+        return g(cond, z, label)
+    halo = temporal_halo(g)
+    pieces = []
+    for start in range(0, t_in, chunk):
+        stop = min(start + chunk, t_in)
+        lo, hi = max(0, start - halo), min(t_in, stop + halo)
+        set_time_offset(g, lo * k)
+        out = g(cond[:, :, lo:hi], z, label)
+        pieces.append(out[:, :, (start - lo) * k : (stop - lo) * k])
+    set_time_offset(g, 0)
+    return torch.cat(pieces, 2)
+
+
+class CascadeSampler:
+    def __init__(self, config: Config, generators: list[nn.Module], device="cpu"):
+        self.config, self.generators, self.device = config, [g.to(device).eval() for g in generators], torch.device(device)
+        self.n_classes = getattr(generators[0].stem.embed, "num_embeddings", 0) if generators[0].stem.embed is not None else 0
+
+    @classmethod
+    def from_checkpoints(cls, config: Config, paths: list[str | Path], device="cpu") -> "CascadeSampler":
+        from cvg.train.loop import load_generator
+
+        return cls(config, [load_generator(config, p, device) for p in paths], device)
+
+    def lengths(self, level1_frames: int) -> list[int]:
+        out = [level1_frames]
+        for lv in self.config.levels[1 : len(self.generators)]:
+            out.append(out[-1] * lv.temporal_factor)
+        return out
+
+    def prepare_norms(self, mode: str, passes: int, level1_frames: int, batch: int, seed: int = 0) -> None:
+        """Set every level's BN statistics for sampling at ``level1_frames`` (see module doc)."""
+        gen = torch.Generator().manual_seed(seed)
+        lengths = self.lengths(level1_frames)
+        for i, g in enumerate(self.generators):
+            trained = self.config.level(i + 1).window_out
+            if mode == "stationary":
+                set_norm_eval_stats(g, "per_frame" if (i == 0 and lengths[0] == trained) else "stationary")
+                continue
+            set_norm_eval_stats(g, "per_frame")
+
+            def dummy(i=i, g=g):
+                z = torch.randn(batch, g.z_dim, generator=gen).to(self.device)
+                label = self._labels(batch, gen)
+                if i == 0:
+                    return g(z, label, frames=lengths[0])
+                prev = self.config.level(i)
+                cond = torch.rand(batch, 3, lengths[i - 1], prev.resolution, prev.resolution, generator=gen).to(self.device) * 2 - 1
+                return g(cond, z, label)
+
+            recompute_frame_stats(g, dummy, passes)
+            g.eval()
+
+    def _labels(self, n: int, gen: torch.Generator):
+        return torch.randint(0, self.n_classes, (n,), generator=gen).to(self.device) if self.n_classes else None
+
+    @torch.no_grad()
+    def sample(self, n: int, sigma: float = 1.0, level1_frames: int | None = None, chunk: int | None = None,
+               seed: int = 0, labels: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Videos of every level, (n, 3, T_l, H_l, W_l) in [-1, 1], and their labels."""
+        gen = torch.Generator().manual_seed(seed)
+        frames = level1_frames or self.config.level(1).frames
+        label = labels.to(self.device) if labels is not None else self._labels(n, gen)
+        zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in self.generators]
+        videos = [self.generators[0](zs[0], label, frames=frames)]
+        for g, z in zip(self.generators[1:], zs[1:]):
+            videos.append(unroll(g, videos[-1], z, label, chunk))
+        return videos, label
+
+
+def naive_upsample(video: torch.Tensor, temporal_factor: int, spatial_factor: int) -> torch.Tensor:
+    """The no-learning baseline for an upsampling level: frames repeated, bilinear in space."""
+    import torch.nn.functional as F
+
+    b, c, t, h, w = video.shape
+    rep = video.repeat_interleave(temporal_factor, dim=2)
+    frames = rep.transpose(1, 2).reshape(b * t * temporal_factor, c, h, w)
+    up = F.interpolate(frames, scale_factor=spatial_factor, mode="bilinear", align_corners=False)
+    return up.reshape(b, t * temporal_factor, c, h * spatial_factor, w * spatial_factor).transpose(1, 2).clamp(-1, 1)
+
+
+VARIANTS = ("cascade", "untrained", "bilinear")
+
+
+def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> tuple["CascadeSampler", bool]:
+    """(sampler, bilinear): ``cascade`` = all trained levels; ``untrained`` = trained level 1 with
+    freshly initialised upsampling levels; ``bilinear`` = trained level 1, naive upsampling."""
+    from cvg.models.presets import build_generator, get_preset
+    from cvg.train.loop import load_generator
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown sample variant {variant!r}; variants: {', '.join(VARIANTS)}")
+    if variant == "cascade":
+        return CascadeSampler.from_checkpoints(config, checkpoints, device), False
+    first = load_generator(config, checkpoints[0], device)
+    if variant == "bilinear":
+        return CascadeSampler(config, [first], device), True
+    n_classes = first.stem.embed.num_embeddings if first.stem.embed is not None else 0
+    preset = get_preset(config.model.preset, config.model.width)
+    torch.manual_seed(12345)
+    fresh = [build_generator(preset, config.levels, lv.index, n_classes) for lv in config.levels[1:]]
+    return CascadeSampler(config, [first, *fresh], device), False
+
+
+def to_uint8_frames(video: torch.Tensor):
+    from cvg.pyramid import to_uint8
+
+    return to_uint8(video.cpu()).numpy()
+
+
+def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out: str | Path, n: int, batch: int,
+                  sigma: float, chunk: int | None, level1_frames: int | None, seed: int) -> Path:
+    """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically."""
+    import os
+
+    import h5py
+    import numpy as np
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with h5py.File(tmp, "w") as h5:
+        written = 0
+        with tqdm(total=n, desc=f"sample {out.stem}", unit="video") as bar:
+            while written < n:
+                k = min(batch, n - written)
+                videos, labels = sampler.sample(k, sigma, level1_frames, chunk, seed=seed + written)
+                if bilinear:
+                    for lv in config.levels[1:]:
+                        videos.append(naive_upsample(videos[-1], lv.temporal_factor, lv.spatial_factor))
+                for i, v in enumerate(videos):
+                    arr = to_uint8_frames(v)
+                    name = f"level{i + 1}"
+                    if name not in h5:
+                        h5.create_dataset(name, shape=(n, *arr.shape[1:]), dtype=np.uint8, chunks=(1, *arr.shape[1:]))
+                    h5[name][written : written + k] = arr
+                if "label" not in h5:
+                    h5.create_dataset("label", shape=(n,), dtype=np.int64)
+                h5["label"][written : written + k] = labels.cpu().numpy() if labels is not None else -1
+                written += k
+                bar.update(k)
+        h5.attrs.update({"sigma": sigma, "seed": seed, "bilinear": bilinear, "levels": len(config.levels)})
+    os.replace(tmp, out)
+    return out
+
+
+def level_grid(videos: list[torch.Tensor]):
+    """Fig. 15 layout as frames: each sample a column, its levels stacked top (level 1) to
+    bottom (level L), lower levels nearest-resized and frames repeated to the top level's size."""
+    import numpy as np
+
+    top = videos[-1]
+    t, size = top.shape[2], top.shape[-1]
+    columns = []
+    for i in range(top.shape[0]):
+        rows = []
+        for v in videos:
+            clip = to_uint8_frames(v[i : i + 1])[0]  # (T_l, h, w, 3)
+            s = size // clip.shape[1]
+            clip = clip.repeat(s, 1).repeat(s, 2).repeat(t // clip.shape[0], 0)
+            rows.append(clip)
+        columns.append(np.concatenate(rows, 1))
+    return np.concatenate(columns, 2)  # (T, L*H, n*W, 3)

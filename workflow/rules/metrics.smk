@@ -1,0 +1,21 @@
+# Metric tables: FVD / FID / IS of the cascade and its baselines, and the held-out real floor.
+
+
+rule metrics:
+    input:
+        index="results/{dataset}/data/index.csv",
+        cascade="results/{dataset}/samples/cascade.h5",
+        untrained="results/{dataset}/samples/untrained.h5",
+        bilinear="results/{dataset}/samples/bilinear.h5",
+    output:
+        report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
+    params:
+        config=config_file,
+        settings=lambda wc: json.dumps(exp(wc).raw["metrics"], sort_keys=True),
+        cache="results/{dataset}/metrics.cache",
+    threads: 2
+    log:
+        "results/{dataset}/logs/metrics.log",
+    shell:
+        "cvg metrics --config {params.config} --index {input.index} --out {output} --cache {params.cache}"
+        " --samples cascade={input.cascade} untrained_upsampling={input.untrained} bilinear_level1={input.bilinear} > {log} 2>&1"
