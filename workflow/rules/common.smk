@@ -1,5 +1,7 @@
 # Experiment registry and small helpers shared by all rules.
 
+import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -36,5 +38,35 @@ def exp(wildcards):
     return EXPERIMENTS[wildcards.dataset]
 
 
+def _code_version() -> str:
+    import subprocess
+
+    import cvg
+
+    try:
+        commit = subprocess.run(["git", "-C", workflow.basedir, "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"cvg {cvg.__version__} ({commit})"
+
+
 def config_file(wildcards):
-    return CONFIG_FILES[wildcards.dataset]
+    """The experiment's validated config, snapshotted at results/{name}/config.yaml.
+
+    Rules read the snapshot (a constant path), so where the config came from (config/ or
+    --configfile) does not trigger reruns; what changes inside it does, through each rule's
+    own `settings` param. The snapshot and provenance.json record what produced the results.
+    """
+    import yaml
+
+    name = wildcards.dataset
+    path = Path("results", name, "config.yaml")
+    text = yaml.safe_dump(EXPERIMENTS[name].raw, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".config.yaml.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        provenance = {"source": CONFIG_FILES[name], "code": _code_version()}
+        Path("results", name, "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return str(path)
