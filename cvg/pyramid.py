@@ -70,7 +70,12 @@ def to_unit_range(frames_uint8: torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, -4)
 
 
+def quantize(video: torch.Tensor) -> torch.Tensor:
+    """float in [-1, 1] -> uint8 in [0, 255], same layout."""
+    return ((video.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
-    """float (..., 3, T, H, W) in [-1, 1] -> uint8 (..., T, H, W, 3)."""
-    x = ((video.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    """float (..., 3, T, H, W) in [-1, 1] -> uint8 (..., T, H, W, 3); uint8 input is only moved."""
+    x = video if video.dtype == torch.uint8 else quantize(video)
     return x.movedim(-4, -1)

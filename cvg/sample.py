@@ -30,12 +30,15 @@ def temporal_halo(g: UpsamplingGenerator) -> int:
 
 
 @torch.no_grad()
-def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, chunk: int | None = None) -> torch.Tensor:
-    """g over the whole conditioning video, ``chunk`` conditioning frames at a time (None: at once)."""
+def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, chunk: int | None = None, transform=None) -> torch.Tensor:
+    """g over the whole conditioning video, ``chunk`` conditioning frames at a time (None: at
+    once). ``transform`` is applied to each output chunk as it is made (e.g. to uint8, so a
+    long top-level video is never held in float)."""
     t_in, k = cond.shape[2], g.temporal_factor
+    transform = transform or (lambda x: x)
     if chunk is None or chunk >= t_in:
         set_time_offset(g, 0)
-        return g(cond, z, label)
+        return transform(g(cond, z, label))
     halo = temporal_halo(g)
     pieces = []
     for start in range(0, t_in, chunk):
@@ -43,7 +46,7 @@ def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, c
         lo, hi = max(0, start - halo), min(t_in, stop + halo)
         set_time_offset(g, lo * k)
         out = g(cond[:, :, lo:hi], z, label)
-        pieces.append(out[:, :, (start - lo) * k : (stop - lo) * k])
+        pieces.append(transform(out[:, :, (start - lo) * k : (stop - lo) * k]))
     set_time_offset(g, 0)
     return torch.cat(pieces, 2)
 
@@ -93,15 +96,19 @@ class CascadeSampler:
 
     @torch.no_grad()
     def sample(self, n: int, sigma: float = 1.0, level1_frames: int | None = None, chunk: int | None = None,
-               seed: int = 0, labels: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Videos of every level, (n, 3, T_l, H_l, W_l) in [-1, 1], and their labels."""
+               seed: int = 0, labels: torch.Tensor | None = None, uint8_top: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Videos of every level, (n, 3, T_l, H_l, W_l) in [-1, 1], and their labels; with
+        ``uint8_top`` the last level comes as uint8 (same layout), quantised chunk by chunk."""
         gen = torch.Generator().manual_seed(seed)
         frames = level1_frames or self.config.level(1).frames
         label = labels.to(self.device) if labels is not None else self._labels(n, gen)
         zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in self.generators]
+        from cvg.pyramid import quantize
+
         videos = [self.generators[0](zs[0], label, frames=frames)]
-        for g, z in zip(self.generators[1:], zs[1:]):
-            videos.append(unroll(g, videos[-1], z, label, chunk))
+        last = len(self.generators) - 1
+        for i, (g, z) in enumerate(zip(self.generators[1:], zs[1:]), start=1):
+            videos.append(unroll(g, videos[-1], z, label, chunk, quantize if (uint8_top and i == last) else None))
         return videos, label
 
 

@@ -59,3 +59,7 @@ def test_cascade_sampler_unrolls_every_level(tmp_path):
     sampler.prepare_norms("recompute", 3, level1_frames=40, batch=2)
     long2, _ = sampler.sample(2, level1_frames=40, chunk=8, seed=2)
     assert long2[-1].shape == (2, 3, 80, 32, 32) and torch.isfinite(long2[-1]).all()
+    quantized, _ = sampler.sample(2, level1_frames=40, chunk=8, seed=2, uint8_top=True)
+    from cvg.pyramid import quantize
+
+    assert quantized[-1].dtype == torch.uint8 and torch.equal(quantized[-1], quantize(long2[-1]))

@@ -1,0 +1,73 @@
+"""Long-video unrolling: frames/s and peak memory of sampling one video of growing length
+through a trained-shape cascade (chunked unrolling), one fresh subprocess per length.
+On CPU the memory figure is the growth of peak RSS over the sampling call.
+
+    python benchmarks/unroll.py --preset demo --lengths 48 96 240 480 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def run_point(preset_name: str, frames: int, chunk: int) -> dict:
+    import torch
+
+    from benchmarks.train_throughput import config_for
+    from cvg.models.presets import build_generator, get_preset
+    from cvg.sample import CascadeSampler
+
+    torch.manual_seed(0)
+    cfg = config_for(preset_name, 1.0, 2, "fp32")
+    preset = get_preset(preset_name)
+    gens = [build_generator(preset, cfg.levels, lv.index, 4) for lv in cfg.levels]
+    for lv, g in zip(cfg.levels, gens):  # a few training-mode passes give the norms statistics
+        with torch.no_grad():
+            z, label = torch.randn(2, preset.z_dim), torch.zeros(2, dtype=torch.long)
+            if lv.index == 1:
+                g(z, label)
+            else:
+                prev = cfg.level(lv.index - 1)
+                g(torch.rand(2, 3, lv.window, prev.resolution, prev.resolution), z, label)
+    sampler = CascadeSampler(cfg, gens)
+    scale = cfg.top.frames // cfg.level(1).frames
+    level1_frames = max(1, frames // scale)
+    sampler.prepare_norms("stationary", 0, level1_frames, 1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    videos, _ = sampler.sample(1, level1_frames=level1_frames, chunk=chunk, uint8_top=True)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    out = videos[-1].shape[2]
+    return {"frames": out, "resolution": videos[-1].shape[-1], "chunk": chunk, "seconds": seconds, "frames_per_s": out / seconds, "peak_MB": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[48, 96, 240, 480, 1000])
+    parser.add_argument("--chunk", type=int, default=8, help="conditioning frames per chunk")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_point(args.preset, args.worker, args.chunk)))
+        return
+    from benchmarks.common import report
+
+    rows = []
+    for frames in args.lengths:
+        out = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--chunk", str(args.chunk), "--worker", str(frames)], capture_output=True, text=True, check=True)
+        rows.append({"preset": args.preset, **json.loads(out.stdout.strip().splitlines()[-1])})
+    report("unroll", rows)
+
+
+if __name__ == "__main__":
+    main()
