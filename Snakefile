@@ -26,3 +26,4 @@ rule all:
     input:
         "results/demo/metrics.csv",
         "results/demo/samples/grid.mp4",
+        "results/demo/psd.csv",

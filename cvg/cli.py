@@ -120,6 +120,30 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_psd(args) -> int:
+    import h5py
+    import numpy as np
+    import pandas as pd
+
+    from cvg.metrics.psd import psd_table
+    from cvg.metrics.run import real_batches
+
+    cfg = _config(args.config)
+    top = len(cfg.levels)
+    frames = [t for t in args.frames if t < cfg.top.frames] or [0]
+    batches, _ = real_batches(cfg, args.index, cfg.raw["metrics"]["real_split"], args.n, cfg.top.frames, args.n)
+    rows = psd_table(np.concatenate(list(batches)), frames, "real")
+    for item in args.samples:
+        name, path = item.split("=", 1)
+        with h5py.File(path, "r") as h5:
+            rows += psd_table(h5[f"level{top}"][: args.n], frames, name)
+    out = pd.DataFrame(rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.out, index=False)
+    print(f"{args.out}: PSD at frames {frames} of real and {len(args.samples)} generated sets")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvg",
@@ -194,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True, help="folder for cached real-data I3D outputs")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("psd", help="power spectral density of real and generated frames over time (appendix D)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--samples", nargs="+", required=True, help="NAME=samples.h5 pairs")
+    p.add_argument("--frames", type=int, nargs="+", default=[0, 9, 23, 47], help="0-based frame indices (paper: 1, 10, 24, 48)")
+    p.add_argument("--n", type=int, default=48, help="videos per source")
+    p.add_argument("--out", required=True, help="CSV: source, frame, frequency, mean, std")
+    p.set_defaults(func=cmd_psd)
 
     model = sub.add_parser("model", help="network presets").add_subparsers(dest="action", required=True)
     p = model.add_parser("summary", help="parameters and activations per sample of every network of a preset")

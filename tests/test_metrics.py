@@ -95,3 +95,18 @@ def test_weights_unpickler_refuses_code():
     payload = pickle.dumps({"x": print})  # a reference to a callable: must not be resolved
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         _NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+
+
+def test_psd_sees_blur_as_lost_high_frequencies():
+    from cvg.metrics.psd import psd_table, radial_psd
+
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (6, 4, 32, 32, 3)).astype(np.uint8)
+    blurred = ((sharp.astype(float) + np.roll(sharp, 1, 2) + np.roll(sharp, 1, 3) + np.roll(np.roll(sharp, 1, 2), 1, 3)) / 4).astype(np.uint8)
+    a, b = radial_psd(sharp[:, 0]), radial_psd(blurred[:, 0])
+    assert a.shape == (6, 16)
+    assert b[:, -4:].mean() < 0.5 * a[:, -4:].mean()  # high frequencies lost
+    rows = psd_table(sharp, [0, 3], "real")
+    assert {r["frame"] for r in rows} == {0, 3} and len(rows) == 2 * 16
+    with pytest.raises(ValueError, match="beyond the 4 frames"):
+        psd_table(sharp, [4], "real")

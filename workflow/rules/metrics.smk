@@ -19,3 +19,20 @@ rule metrics:
     shell:
         "cvg metrics --config {params.config} --index {input.index} --out {output} --cache {params.cache}"
         " --samples cascade={input.cascade} untrained_upsampling={input.untrained} bilinear_level1={input.bilinear} > {log} 2>&1"
+
+
+rule psd:
+    input:
+        index="results/{dataset}/data/index.csv",
+        cascade="results/{dataset}/samples/cascade.h5",
+        bilinear="results/{dataset}/samples/bilinear.h5",
+    output:
+        report("results/{dataset}/psd.csv", category="Metrics", caption="../report/psd.rst"),
+    params:
+        config=config_file,
+        n=lambda wc: exp(wc).raw["metrics"]["n_real"],
+    log:
+        "results/{dataset}/logs/psd.log",
+    shell:
+        "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output}"
+        " --samples cascade={input.cascade} bilinear_level1={input.bilinear} > {log} 2>&1"
