@@ -3,6 +3,7 @@
 import copy
 import shutil
 import subprocess
+import time
 
 import pytest
 import submitit
@@ -43,22 +44,31 @@ def test_two_task_submitit_job_trains_with_ddp(tiny_data, tmp_path):  # noqa: F8
 
 def test_job_stopped_at_time_limit_is_requeued_and_resumes(tiny_data, tmp_path):  # noqa: F811
     root, raw = tiny_data
-    # a 1-minute limit with USR2 sent 50 s before it (SLURM's resolution: up to 60 s earlier):
-    # the job is signalled at least once, checkpoints the step it is at, is requeued and resumes
     cfg_path = write_config(
-        tmp_path, raw, train={"steps": 40, "batch_size": 4, "checkpoint_every": 1000, "sample_every": 1000},
-        slurm={"time_min": 1, "tasks_per_node": 1, "signal_delay_s": 50, "max_requeues": 20},
+        tmp_path, raw, train={"steps": 400, "batch_size": 4, "checkpoint_every": 1000, "sample_every": 1000},
+        slurm={"time_min": 10, "tasks_per_node": 1, "signal_delay_s": 1, "max_requeues": 3},
     )
     from cvg.config import load_config
 
     cfg = load_config(cfg_path)
     work = tmp_path / "work"
-    executor = slurm_executor(cfg, 1, work / "submitit")
-    job = executor.submit(SlurmTrainJob(), str(cfg_path), 1, str(root / "data" / "index.csv"), str(tmp_path / "level1.pt"), str(work), [], "cpu")
-    job.result()  # waits through the requeues; raises if the job failed
+    job = slurm_executor(cfg, 1, work / "submitit").submit(
+        SlurmTrainJob(), str(cfg_path), 1, str(root / "data" / "index.csv"), str(tmp_path / "level1.pt"), str(work), [], "cpu"
+    )
+    log = work / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    assert log.exists(), "the job never started training"
+    # the signal SLURM sends signal_delay_s before the time limit (deterministic here; submitit
+    # classes it as a timeout since a 10-minute job has no guaranteed walltime)
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
+    job.result()  # waits through the requeue; raises if the job failed
     out = (work / "submitit" / f"{job.job_id}_0_log.out").read_text()
     err = (work / "submitit" / f"{job.job_id}_0_log.err").read_text()
     assert "this job is timed-out" in err and "stop requested, state of step" in out
-    assert load_checkpoint(tmp_path / "level1.pt")["step"] == 40
-    steps = [int(line.split(",")[0]) for line in (work / "log.csv").read_text().splitlines()[1:]]
-    assert steps == list(range(1, 41))  # resumed at the step it stopped: no step lost or repeated
+    stopped_at = int(out.split("stop requested, state of step ")[1].split()[0])
+    assert 0 < stopped_at < 400
+    assert load_checkpoint(tmp_path / "level1.pt")["step"] == 400
+    steps = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
+    assert steps == list(range(1, 401))  # resumed at the step it stopped: no step lost or repeated
