@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvg.metrics.frechet import frechet_distance, frechet_from_samples, gaussian_stats, inception_score
+from cvg.metrics.frechet import frechet_distance, frechet_from_samples, inception_score
 
 REPO = Path(__file__).resolve().parents[1]
 

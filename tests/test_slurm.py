@@ -6,10 +6,8 @@ import subprocess
 import time
 
 import pytest
-import submitit
 import yaml
 
-from cvg.config import build_config
 from cvg.train.launch import SlurmTrainJob, launch, slurm_executor
 from cvg.train.loop import load_checkpoint
 from tests.test_train import tiny_data  # noqa: F401  (module-scoped fixture)

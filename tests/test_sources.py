@@ -1,6 +1,5 @@
 """Each adapter against a small fake tree with the real dataset's layout and real videos."""
 
-import copy
 
 import pytest
 

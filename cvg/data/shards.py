@@ -83,7 +83,7 @@ def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
         return row, None, 0, reason
     paths = []
     for level in range(len(pyramids[0])):
-        fd, path = tempfile.mkstemp(prefix="cvg-", suffix=".npy", dir=_scratch_dir())
+        fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".npy", dir=_scratch_dir())
         with os.fdopen(fd, "wb") as f:
             np.save(f, np.stack([p[level] for p in pyramids]))
         paths.append(path)
@@ -174,11 +174,24 @@ def write_shard(
         "clips_per_video": config.data.clips_per_video,
         "threads": config.data.ffmpeg_threads,
         "scale_flags": config.data.scale_flags,
+        "scratch_prefix": f"cvg-{os.getpid()}-{split}-{shard}-",  # swept if this job fails
     }
     jobs = [{**base, "row": int(i), "path": r.path, "missing_reason": r.missing_reason} for i, r in rows.iterrows()]
-    failures, n_clips = [], 0
+    failures: list[dict] = []
     workers = workers or config.data.workers
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
+    try:
+        n_clips = _write_clips(config, manifest, jobs, tmp, split, shard, workers, ctx, failures)
+    finally:  # scratch arrays of results never consumed (an error, an interrupt)
+        for leftover in Path(_scratch_dir() or tempfile.gettempdir()).glob(f"{base['scratch_prefix']}*.npy"):
+            leftover.unlink(missing_ok=True)
+    os.replace(tmp, out_path)
+    atomic_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
+    return n_clips, len(failures)
+
+
+def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: Path, split: str, shard: int, workers: int, ctx, failures: list) -> int:
+    n_clips = 0
     with h5py.File(tmp, "w") as h5, ctx.Pool(workers, initializer=_init_worker) as pool:
         _create_datasets(h5, config)
         h5.attrs.update(pyramid_attributes(config))
@@ -200,9 +213,7 @@ def write_shard(
             h5["source"][n_clips : n_clips + k] = [entry.path] * k
             n_clips += k
         h5.attrs["clips"] = n_clips
-    os.replace(tmp, out_path)
-    atomic_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
-    return n_clips, len(failures)
+    return n_clips
 
 
 def write_index(

@@ -145,8 +145,8 @@ class FrozenCascade:
     statistics (time-invariant, so unrolling equals windowed application away from the ends).
     """
 
-    def __init__(self, generators: list[nn.Module], specs: list[LevelSpec]):
-        self.generators, self.specs = generators, specs
+    def __init__(self, generators: list[nn.Module]):
+        self.generators = generators
         for i, g in enumerate(generators):
             g.eval().requires_grad_(False)
             if i > 0:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict
@@ -212,7 +211,7 @@ def train_level(
     level = Level(config, index, n_classes, dev)
     frozen = None
     if index > 1:
-        frozen = FrozenCascade([load_generator(config, p, dev) for p in prev_checkpoints], list(config.levels[: index - 1]))
+        frozen = FrozenCascade([load_generator(config, p, dev) for p in prev_checkpoints])
 
     latest = work_dir / "latest.pt"
     step = 0
