@@ -27,3 +27,4 @@ rule all:
         "results/demo/metrics.csv",
         "results/demo/samples/grid.mp4",
         "results/demo/psd.csv",
+        "results/demo/train/losses.csv",

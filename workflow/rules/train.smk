@@ -51,3 +51,19 @@ rule train_level:
     shell:
         "cvg train --config {params.config} --level {wildcards.level} --index {input.index}"
         " --out {output} --work {params.work} --prev {input.prev} > {log} 2>&1"
+
+
+rule training_losses:
+    """Every level's loss / throughput log in one table (a report item)."""
+    input:
+        lambda wc: [f"results/{wc.dataset}/train/level{lv.index}.pt" for lv in exp(wc).levels],
+    output:
+        report("results/{dataset}/train/losses.csv", category="Training", caption="../report/losses.rst"),
+    run:
+        import pandas as pd
+
+        logs = []
+        for path in input:
+            log = pd.read_csv(Path(path).with_suffix(".work") / "log.csv")
+            logs.append(log.assign(level=int(Path(path).stem.removeprefix("level"))))
+        pd.concat(logs, ignore_index=True).to_csv(output[0], index=False)
