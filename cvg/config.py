@@ -333,13 +333,30 @@ def build_config(raw: dict, source: str = "config") -> Config:
     )
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and type a config file; errors name the file and the key."""
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def read_raw(path: str | Path, _seen: tuple = ()) -> dict:
+    """A config file's mapping with its ``extends:`` chain resolved."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: extends itself (cycle {' -> '.join(map(str, _seen))})")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return build_config(raw, source=str(path))
+    if isinstance(raw, dict) and "extends" in raw:
+        base = read_raw(path.parent / raw.pop("extends"), _seen + (path.resolve(),))
+        raw = deep_merge(base, raw)
+    return raw
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and type a config file; errors name the file and the key."""
+    return build_config(read_raw(path), source=str(path))

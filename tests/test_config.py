@@ -6,7 +6,7 @@ from cvg.config import ConfigError, build_config, level_strides, load_config
 from tests.conftest import REPO, raw_config
 
 
-@pytest.mark.parametrize("name", ["demo", "bdd100k", "kinetics600", "ucf101"])
+@pytest.mark.parametrize("name", ["demo", "bdd100k", "bdd100k_nomd", "kinetics600", "kinetics600_nomd", "kinetics600_w3", "ucf101"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(REPO / "config" / f"{name}.yaml")
     assert cfg.name == name
@@ -73,3 +73,21 @@ def test_missing_file_is_named(tmp_path):
 def test_level_strides():
     assert level_strides(2, [1, 2, 2]) == [8, 4, 2]
     assert level_strides(1, [1, 2]) == [2, 1]
+
+
+def test_extends_deep_merges_and_ablation_configs_differ_only_where_stated(tmp_path):
+    base, nomd, w3 = (load_config(REPO / "config" / f"{n}.yaml") for n in ("kinetics600", "kinetics600_nomd", "kinetics600_w3"))
+    assert w3.level(2).window == 3 and base.level(2).window == 6
+    assert nomd.level(2).window == 3 and nomd.model.matching is False and w3.model.matching is True
+    assert nomd.model.preset == w3.model.preset == "kinetics128_w3"
+    assert nomd.train(2) == base.train(2) and nomd.dataset == base.dataset
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("name, preset", [("bdd100k", "bdd256"), ("kinetics600", "kinetics128"), ("ucf101", "ucf101")])
+def test_paper_configs_use_the_paper_models(name, preset):
+    cfg = load_config(REPO / "config" / f"{name}.yaml")
+    assert cfg.model.preset == preset and cfg.train(1).batch_size == 512
