@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cvg.config import build_config
 from cvg.data.demo import DemoSpec, render_clip
@@ -39,7 +38,10 @@ def copy_video(src: Path, dst: Path) -> Path:
 
 
 def raw_config(name: str) -> dict:
-    return yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+    """A shipped config's mapping, ``extends:`` resolved."""
+    from cvg.config import read_raw
+
+    return read_raw(REPO / "config" / f"{name}.yaml")
 
 
 def tiny_raw_config(root: Path, **data) -> dict:

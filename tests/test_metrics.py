@@ -110,3 +110,20 @@ def test_psd_sees_blur_as_lost_high_frequencies():
     assert {r["frame"] for r in rows} == {0, 3} and len(rows) == 2 * 16
     with pytest.raises(ValueError, match="beyond the 4 frames"):
         psd_table(sharp, [4], "real")
+
+
+def test_paper_table_puts_ours_beside_the_paper(tmp_path):
+    import pandas as pd
+
+    from cvg.tables import TABLES, render
+
+    rows = [{"model": "cascade", "level": 2, "frames": 16, "resolution": 128, "metric": m, "value": v, "n_samples": 2048, "protocol": "p"}
+            for m, v in (("FVD", 600.0), ("FID", 3.0), ("IS", 90.0), ("IS_std", 1.0))]
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = render(4, {"kinetics600_w3": path, "kinetics600": path}, tmp_path / "t.csv", tmp_path / "t.md")
+    assert list(table["source"]) == ["paper", "paper", "ours", "ours"]
+    assert table.loc[table["model"] == "6-frame windows", "FVD"].item() == 517.21
+    assert table.loc[table["model"] == "6-frame windows (ours)", "FVD"].item() == 600.0
+    assert "| paper | 3-frame windows | 48 | 58.21 | 31.59 | 714.74 |" in (tmp_path / "t.md").read_text()
+    assert set(TABLES) == {1, 2, 3, 4, 5}

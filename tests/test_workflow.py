@@ -27,6 +27,7 @@ def write_config(path: Path, raw: dict) -> Path:
 
 
 def fake_tree(kind: str, root: Path, video: Path) -> dict:
+    """A minimal tree in the dataset's real layout (annotations point into it)."""
     if kind == "bdd100k":
         copy_video(video, root / "videos" / "train" / "00a0f008-3c67908e.mov")
         copy_video(video, root / "videos" / "val" / "b1c9c847-3bda4659.mov")
@@ -46,15 +47,21 @@ def fake_tree(kind: str, root: Path, video: Path) -> dict:
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("name", ["bdd100k", "ucf101", "kinetics600"])
+@pytest.mark.parametrize("name", ["bdd100k", "ucf101", "kinetics600", "kinetics600_nomd"])
 def test_dry_run_resolves_for_paper_configs(tmp_path, clip_mp4, name):
     raw = raw_config(name)
     root = tmp_path / "data" / name
     raw["dataset"].update(root=str(root), **fake_tree(raw["dataset"]["kind"], root, clip_mp4))
     cfg = write_config(tmp_path / f"{name}.yaml", raw)
-    out = snakemake(tmp_path, f"results/{name}/data/index.csv", "-n", "--configfile", str(cfg))
-    text = out.stdout + out.stderr
-    assert "manifest" in text and "index" in text
+    out = snakemake(tmp_path, f"results/{name}/data/index.csv", f"results/{name}/metrics.csv", "-n", "--configfile", str(cfg))
+    jobs = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    levels = len(raw["levels"])
+    assert jobs["manifest"] == 1 and jobs["index"] == 1 and jobs["train_level"] == levels, out.stdout
+    assert jobs["sample"] == 1 and jobs["sample_baseline"] == 2 and jobs["metrics"] == 1
 
 
 def test_missing_dataset_stops_with_one_clear_message(tmp_path):

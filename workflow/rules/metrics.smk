@@ -1,5 +1,7 @@
 # Metric tables: FVD / FID / IS of the cascade and its baselines, and the held-out real floor.
 
+from cvg.tables import experiments_of
+
 
 rule metrics:
     input:
@@ -36,3 +38,18 @@ rule psd:
     shell:
         "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output}"
         " --samples cascade={input.cascade} bilinear_level1={input.bilinear} > {log} 2>&1"
+
+
+rule paper_table:
+    """results/tables/table{N}.md: the paper's numbers beside ours (needs those experiments' metrics)."""
+    input:
+        unpack(lambda wc: {e: f"results/{e}/metrics.csv" for e in experiments_of(int(wc.number))}),
+    output:
+        csv="results/tables/table{number}.csv",
+        md=report("results/tables/table{number}.md", category="Paper tables"),
+    wildcard_constraints:
+        number="[1-5]",
+    run:
+        from cvg.tables import render
+
+        render(int(wildcards.number), dict(input), output.csv, output.md)
