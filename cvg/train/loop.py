@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from cvg.config import Config
 from cvg.data.windows import PyramidWindows
-from cvg.pyramid import to_uint8
 from cvg.train.level import FrozenCascade, Level, crop_windows, step_generator
 
 
@@ -143,20 +142,15 @@ def n_classes_from(index_path: Path, config: Config) -> int:
 
 # -- monitoring -----------------------------------------------------------------------------------
 def write_grid(videos: list[torch.Tensor], path: Path) -> None:
-    """PNG grid: one row per (sample, level), frames left to right; lower levels nearest-upsized."""
+    """PNG: per sample, its levels stacked (as in the sample videos), time left to right."""
+    from cvg.sample import level_grid
     from cvg.video_io import encode_video
 
-    size = videos[-1].shape[-1]
-    rows = []
-    for i in range(videos[-1].shape[0]):
-        for v in videos:
-            clip = to_uint8(v[i].cpu())  # (T, h, w, 3)
-            scale = size // clip.shape[1]
-            clip = clip.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-            step = max(1, videos[-1].shape[2] // clip.shape[0])
-            clip = clip.repeat_interleave(step, 0)[: videos[-1].shape[2]]
-            rows.append(torch.cat(list(clip), 1))
-    encode_video(torch.cat(rows, 0)[None].numpy(), path, fps=1)
+    frames = level_grid(videos)  # (T, L*H, n*W, 3), samples side by side
+    width = videos[-1].shape[-1]
+    samples = np.split(frames, frames.shape[2] // width, axis=2)  # n x (T, L*H, W, 3)
+    rows = [np.concatenate(list(sample), axis=1) for sample in samples]  # n x (L*H, T*W, 3)
+    encode_video(np.concatenate(rows, axis=0)[None], path, fps=1)
 
 
 class CsvLog:
