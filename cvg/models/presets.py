@@ -56,22 +56,23 @@ K_L1 = NetSpec(128, (8, 8, 4, 2), 128, (2, 4, 8, 16, 16))
 L1_64 = NetSpec(128, (8, 8, 4, 2, 1), 128, (2, 4, 8, 16, 16))
 UP_D = (96, (1, 2, 4, 8, 16, 16))
 
+KINETICS128 = ModelPreset(
+    "kinetics128",
+    "Kinetics-600 2-level 48/128x128: 24/32x32 level 1, 6/32x32 -> 12/128x128 windows (Table 1)",
+    _levels((24, 32, 1, 1, None), (48, 128, 2, 4, 6)),
+    (K_L1, NetSpec(128, (8, 8, 4, 2, 1), *UP_D)),
+    n_classes=600,
+)
+
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in [
-        ModelPreset(
-            "kinetics128",
-            "Kinetics-600 2-level 48/128x128: 24/32x32 level 1, 6/32x32 -> 12/128x128 windows (Table 1)",
-            _levels((24, 32, 1, 1, None), (48, 128, 2, 4, 6)),
-            (K_L1, NetSpec(128, (8, 8, 4, 2, 1), *UP_D)),
-            n_classes=600,
-        ),
-        ModelPreset(
-            "kinetics128_w3",
-            "Kinetics-600 2-level with 3-frame windows (Tables 3, 4)",
-            _levels((24, 32, 1, 1, None), (48, 128, 2, 4, 3)),
-            (K_L1, NetSpec(128, (8, 8, 4, 2, 1), *UP_D)),
-            n_classes=600,
+        KINETICS128,
+        replace(
+            KINETICS128,
+            name="kinetics128_w3",
+            description="Kinetics-600 2-level with 3-frame windows (Tables 3, 4)",
+            levels=_levels((24, 32, 1, 1, None), (48, 128, 2, 4, 3)),
         ),
         ModelPreset(
             "bdd128",
