@@ -36,8 +36,7 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
     z = torch.randn(batch, preset.z_dim, device=device)
     if model == "level1":  # the first level generates the output subsampled by the cascade's factors
         spec = levels[0]
-        factor = frames // levels[-1].frames if frames % levels[-1].frames == 0 else None
-        out_frames = max(1, round(frames * spec.frames / levels[-1].frames)) if factor is None else spec.frames * factor
+        out_frames = max(1, round(frames * spec.frames / levels[-1].frames))
         g, ds = build_generator(preset, levels, 1).to(device), build_discriminators(preset, levels, 1).to(device)
         g.frames = out_frames
         real = torch.rand(batch, 3, out_frames, spec.resolution, spec.resolution, device=device) * 2 - 1

@@ -52,7 +52,8 @@ class Level:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         # wrappers used for the forward passes (DistributedDataParallel when distributed)
         self.G_run: nn.Module = self.G
-        self.D_run: nn.Module = Discriminators(self.D)
+        self.D_plain = Discriminators(self.D)  # no DDP wrapper: the G step needs no D gradients synced
+        self.D_run: nn.Module = self.D_plain
 
     # -- randomness ------------------------------------------------------------------
     def draws(self, step: int, sub: int, global_batch: int, rank_slice: slice, frames: int, pairs: int) -> Draws:
@@ -73,7 +74,7 @@ class Level:
         return d(video, cond, label, frames)
 
     # -- updates -------------------------------------------------------------------------
-    def update_D(self, real: torch.Tensor, real_cond, fake_cond, label, draws: Draws) -> float:
+    def update_D(self, real: torch.Tensor, real_cond, fake_cond, label, draws: Draws) -> torch.Tensor:
         """One discriminator step on a batch of real pairs and freshly generated fake pairs."""
         with torch.no_grad():
             fake = self.generate(draws.z, label, fake_cond, module=self.G)
@@ -88,21 +89,18 @@ class Level:
         self.opt_d.step()
         return loss.detach()
 
-    def update_G(self, fake_cond, label, draws: Draws) -> float:
+    def update_G(self, fake_cond, label, draws: Draws) -> torch.Tensor:
         """One generator step; D is frozen (no grads) and called without its DDP wrapper."""
         self.D.requires_grad_(False)
         try:
             fake = self.generate(draws.z, label, fake_cond)
-            loss = g_hinge_loss(self.scores(fake, fake_cond, label, draws.frames, module=self._plain_d))
+            loss = g_hinge_loss(self.scores(fake, fake_cond, label, draws.frames, module=self.D_plain))
         finally:
             self.D.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         return loss.detach()
-
-    def _plain_d(self, video, cond, label, frames):
-        return run_discriminators(self.D, video, cond, label, frames)
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
