@@ -26,5 +26,5 @@ rule all:
     input:
         "results/demo/metrics.csv",
         "results/demo/samples/grid.mp4",
-        "results/demo/psd.csv",
-        "results/demo/train/losses.csv",
+        "results/demo/psd.svg",
+        "results/demo/train/losses.svg",

@@ -140,6 +140,10 @@ def cmd_psd(args) -> int:
     out = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
+    if args.plot:
+        from cvg.plots import psd_figure
+
+        psd_figure(out, args.plot)
     print(f"{args.out}: PSD at frames {frames} of real and {len(args.samples)} generated sets")
     return 0
 
@@ -226,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, nargs="+", default=[0, 9, 23, 47], help="0-based frame indices (paper: 1, 10, 24, 48)")
     p.add_argument("--n", type=int, default=48, help="videos per source")
     p.add_argument("--out", required=True, help="CSV: source, frame, frequency, mean, std")
+    p.add_argument("--plot", help="also draw the figure (SVG): one panel per frame, log power per source")
     p.set_defaults(func=cmd_psd)
 
     model = sub.add_parser("model", help="network presets").add_subparsers(dest="action", required=True)

@@ -69,7 +69,13 @@ class CascadeSampler:
         return out
 
     def prepare_norms(self, mode: str, passes: int, level1_frames: int, batch: int, seed: int = 0) -> None:
-        """Set every level's BN statistics for sampling at ``level1_frames`` (see module doc)."""
+        """Set every level's BN statistics for sampling at ``level1_frames`` (see module doc).
+
+        ``recompute`` prepares the levels in order, and feeds each upsampling level's dummy
+        passes with the already prepared lower levels' samples: its statistics depend on the
+        conditioning video (added before its norms), so they must come from the inputs it
+        will actually receive, not from arbitrary ones.
+        """
         gen = torch.Generator().manual_seed(seed)
         lengths = self.lengths(level1_frames)
         for i, g in enumerate(self.generators):
@@ -84,12 +90,19 @@ class CascadeSampler:
                 label = self._labels(batch, gen)
                 if i == 0:
                     return g(z, label, frames=lengths[0])
-                prev = self.config.level(i)
-                cond = torch.rand(batch, 3, lengths[i - 1], prev.resolution, prev.resolution, generator=gen).to(self.device) * 2 - 1
-                return g(cond, z, label)
+                return g(self._lower_levels(i, batch, lengths[0], label, gen), z, label)
 
             recompute_frame_stats(g, dummy, passes)
             g.eval()
+
+    @torch.no_grad()
+    def _lower_levels(self, i: int, batch: int, level1_frames: int, label, gen: torch.Generator) -> torch.Tensor:
+        """A sample of level i (0-based: the output of generators 0..i-1, in eval mode)."""
+        zs = [torch.randn(batch, g.z_dim, generator=gen).to(self.device) for g in self.generators[:i]]
+        video = self.generators[0](zs[0], label, frames=level1_frames)
+        for g, z in zip(self.generators[1:i], zs[1:]):
+            video = g(video, z, label)
+        return video
 
     def _labels(self, n: int, gen: torch.Generator):
         return torch.randint(0, self.n_classes, (n,), generator=gen).to(self.device) if self.n_classes else None

@@ -56,7 +56,13 @@ def test_cascade_sampler_unrolls_every_level(tmp_path):
     sampler.prepare_norms("stationary", 0, level1_frames=40, batch=2)
     long, _ = sampler.sample(2, level1_frames=40, chunk=8, seed=2)  # 10x the trained length
     assert long[-1].shape[2] == 80
+    made, fed = [], []  # level-2 statistics must come from level-1 samples, not arbitrary inputs
+    hooks = [gens[0].register_forward_hook(lambda m, args, out: made.append(out)),
+             gens[1].register_forward_pre_hook(lambda m, args: fed.append(args[0]))]
     sampler.prepare_norms("recompute", 3, level1_frames=40, batch=2)
+    for h in hooks:
+        h.remove()
+    assert len(fed) == 3 and all(any(torch.equal(c, v) for v in made) for c in fed)
     long2, _ = sampler.sample(2, level1_frames=40, chunk=8, seed=2)
     assert long2[-1].shape == (2, 3, 80, 32, 32) and torch.isfinite(long2[-1]).all()
     quantized, _ = sampler.sample(2, level1_frames=40, chunk=8, seed=2, uint8_top=True)

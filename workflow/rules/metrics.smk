@@ -29,14 +29,15 @@ rule psd:
         cascade="results/{dataset}/samples/cascade.h5",
         bilinear="results/{dataset}/samples/bilinear.h5",
     output:
-        report("results/{dataset}/psd.csv", category="Metrics", caption="../report/psd.rst"),
+        csv="results/{dataset}/psd.csv",
+        svg=report("results/{dataset}/psd.svg", category="Metrics", caption="../report/psd.rst"),
     params:
         config=config_file,
         n=lambda wc: exp(wc).raw["metrics"]["n_real"],
     log:
         "results/{dataset}/logs/psd.log",
     shell:
-        "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output}"
+        "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output.csv} --plot {output.svg}"
         " --samples cascade={input.cascade} bilinear_level1={input.bilinear} > {log} 2>&1"
 
 

@@ -58,12 +58,17 @@ rule training_losses:
     input:
         lambda wc: [f"results/{wc.dataset}/train/level{lv.index}.pt" for lv in exp(wc).levels],
     output:
-        report("results/{dataset}/train/losses.csv", category="Training", caption="../report/losses.rst"),
+        csv="results/{dataset}/train/losses.csv",
+        svg=report("results/{dataset}/train/losses.svg", category="Training", caption="../report/losses.rst"),
     run:
         import pandas as pd
+
+        from cvg.plots import loss_figure
 
         logs = []
         for path in input:
             log = pd.read_csv(Path(path).with_suffix(".work") / "log.csv")
             logs.append(log.assign(level=int(Path(path).stem.removeprefix("level"))))
-        pd.concat(logs, ignore_index=True).to_csv(output[0], index=False)
+        losses = pd.concat(logs, ignore_index=True)
+        losses.to_csv(output.csv, index=False)
+        loss_figure(losses, output.svg)
