@@ -222,6 +222,7 @@ class ModelSpec:
     preset: str
     width: float
     matching: bool
+    refine: bool
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ class Config:
     @property
     def model(self) -> ModelSpec:
         m = self.raw["model"]
-        return ModelSpec(preset=m["preset"], width=float(m["width"]), matching=m["matching"])
+        return ModelSpec(preset=m["preset"], width=float(m["width"]), matching=m["matching"], refine=m["refine"])
 
     def _merged(self, section: str, builtin: dict, index: int) -> dict:
         self.level(index)

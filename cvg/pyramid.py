@@ -39,6 +39,16 @@ def pyramid_step(video: torch.Tensor, temporal_factor: int, spatial_factor: int)
     return spatial_downsample(temporal_subsample(video, temporal_factor), spatial_factor)
 
 
+def naive_upsample(video: torch.Tensor, temporal_factor: int, spatial_factor: int) -> torch.Tensor:
+    """The no-learning inverse of a pyramid step: frames repeated, bilinear in space. Per frame,
+    so it commutes with temporal chunking (the bilinear baseline; the generators' ``refine``)."""
+    b, c, t, h, w = video.shape
+    rep = video.repeat_interleave(temporal_factor, dim=2)
+    frames = rep.transpose(1, 2).reshape(b * t * temporal_factor, c, h, w)
+    up = F.interpolate(frames, scale_factor=spatial_factor, mode="bilinear", align_corners=False)
+    return up.reshape(b, t * temporal_factor, c, h * spatial_factor, w * spatial_factor).transpose(1, 2).clamp(-1, 1)
+
+
 def uint8_pyramid_step(frames: np.ndarray, temporal_factor: int, spatial_factor: int) -> np.ndarray:
     """``pyramid_step`` on a uint8 (T, H, W, 3) clip, rounded back to uint8."""
     kept = np.ascontiguousarray(frames[::temporal_factor])  # f_t on uint8: convert only kept frames

@@ -20,6 +20,7 @@ import torch.nn as nn
 from cvg.config import Config
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
 from cvg.models.generators import UpsamplingGenerator
+from cvg.pyramid import naive_upsample
 
 
 def temporal_halo(g: UpsamplingGenerator) -> int:
@@ -125,17 +126,6 @@ class CascadeSampler:
         return videos, label
 
 
-def naive_upsample(video: torch.Tensor, temporal_factor: int, spatial_factor: int) -> torch.Tensor:
-    """The no-learning baseline for an upsampling level: frames repeated, bilinear in space."""
-    import torch.nn.functional as F
-
-    b, c, t, h, w = video.shape
-    rep = video.repeat_interleave(temporal_factor, dim=2)
-    frames = rep.transpose(1, 2).reshape(b * t * temporal_factor, c, h, w)
-    up = F.interpolate(frames, scale_factor=spatial_factor, mode="bilinear", align_corners=False)
-    return up.reshape(b, t * temporal_factor, c, h * spatial_factor, w * spatial_factor).transpose(1, 2).clamp(-1, 1)
-
-
 VARIANTS = ("cascade", "untrained", "bilinear")
 
 
@@ -155,7 +145,7 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     n_classes = first.stem.embed.num_embeddings if first.stem.embed is not None else 0
     preset = get_preset(config.model.preset, config.model.width)
     torch.manual_seed(12345)
-    fresh = [build_generator(preset, config.levels, lv.index, n_classes) for lv in config.levels[1:]]
+    fresh = [build_generator(preset, config.levels, lv.index, n_classes, refine=config.model.refine) for lv in config.levels[1:]]
     return CascadeSampler(config, [first, *fresh], device), False
 
 

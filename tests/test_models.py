@@ -101,10 +101,13 @@ def test_no_md_ablation_drops_the_matching_discriminator():
     assert set(build_discriminators(preset, preset.levels, 2, matching=False)) == {"spatial", "temporal"}
 
 
-def test_upsampling_level_is_fully_convolutional_in_time():
+@pytest.mark.parametrize("refine", [False, True])
+def test_upsampling_level_is_fully_convolutional_in_time(refine):
     torch.manual_seed(0)
     preset = get_preset("tiny")
-    g = build_generator(preset, preset.levels, 2)
+    g = build_generator(preset, preset.levels, 2, refine=refine)
+    if refine:
+        g.refine_gain.data.fill_(1.0)  # as if trained: the network's correction is live
     (cond, z, label), _ = inputs_for(preset, 2, frames=8)
     for _ in range(3):
         g(cond, z, label)  # training-mode passes populate running statistics
@@ -166,3 +169,33 @@ def test_cli_model_summary(capsys):
     out = capsys.readouterr().out
     assert "D_matching" in out and "total parameters" in out
     assert main(["model", "summary", "nope"]) == 2
+
+
+class SilentConv(torch.nn.Module):
+    """Stands in for the output conv: RGB zeros (the head's logits) for any input."""
+
+    def forward(self, x):
+        return x.new_zeros(x.shape[0], 3, *x.shape[2:])
+
+
+def test_refine_corrects_the_naive_upsampling_of_its_input():
+    """refine=True: output = tanh(gain * head logits + atanh(naive upsampling)), gain starting at
+    0: untrained (or with a silent head) it is exactly the naive upsampling (frames repeated,
+    bilinear); the paper's generator is not."""
+    from cvg.pyramid import naive_upsample
+
+    torch.manual_seed(0)
+    preset = get_preset("tiny")
+    (cond, z, label), _ = inputs_for(preset, 2, frames=4)
+    cond = cond.clamp(-0.9, 0.9)
+    refine = build_generator(preset, preset.levels, 2, refine=True)
+    paper = build_generator(preset, preset.levels, 2)
+    with torch.no_grad():
+        base = naive_upsample(cond, 2, 2)
+        assert (refine(cond, z, label) - base).abs().max() < 1e-5  # gain 0 at initialisation
+        refine.refine_gain.data.fill_(1.0)
+        assert (refine(cond, z, label) - base).abs().max() > 0.05  # the head's correction is live
+        for g in (refine, paper):
+            g.head.conv = SilentConv()
+        assert (refine(cond, z, label) - base).abs().max() < 1e-5
+        assert paper(cond, z, label).abs().max() < 1e-6  # from scratch: a silent head outputs grey

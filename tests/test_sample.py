@@ -14,11 +14,14 @@ def trained_like(g, *args, passes=3):
     return g.eval()
 
 
+@pytest.mark.parametrize("refine", [False, True])
 @pytest.mark.parametrize("mode", ["stationary", "per_frame_recomputed"])
-def test_chunked_unrolling_equals_full_application(mode):
+def test_chunked_unrolling_equals_full_application(mode, refine):
     torch.manual_seed(0)
     preset = get_preset("tiny")
-    g = build_generator(preset, preset.levels, 2)
+    g = build_generator(preset, preset.levels, 2, refine=refine)
+    if refine:
+        g.refine_gain.data.fill_(1.0)  # as if trained: the network's correction is live
     z, label = torch.randn(2, preset.z_dim), torch.tensor([0, 1])
     trained_like(g, torch.rand(2, 3, 2, 8, 8) * 2 - 1, z, label)
     cond = torch.rand(2, 3, 50, 8, 8) * 2 - 1

@@ -15,7 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cvg.models.layers import ConditionalNorm, orthogonal_init, ConvGRU, GBlock, conv2d, conv3d, linear, per_frame
+from cvg.models.layers import ConditionalNorm, ConvGRU, GBlock, conv2d, conv3d, linear, orthogonal_init, per_frame
+from cvg.pyramid import naive_upsample
+
+REFINE_CLAMP = 0.995  # atanh(0.995) = 3: saturated pixels of x^{l-1} stay finite in logit space
 
 
 def start_resolution(resolution: int, units: int) -> int:
@@ -52,8 +55,11 @@ class OutputHead(nn.Module):
         self.norm = ConditionalNorm(channels, cond_dim)
         self.conv = conv2d(channels, 3)
 
+    def logits(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return per_frame(self.conv, F.relu(self.norm(x, cond)))
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(per_frame(self.conv, F.relu(self.norm(x, cond))))
+        return torch.tanh(self.logits(x, cond))
 
 
 class Level1Generator(nn.Module):
@@ -102,9 +108,14 @@ class UpsamplingGenerator(nn.Module):
         z_dim: int = 128,
         n_classes: int = 0,
         emb_dim: int = 128,
+        refine: bool = False,
     ):
         super().__init__()
         self.in_resolution, self.resolution, self.temporal_factor, self.z_dim = in_resolution, resolution, temporal_factor, z_dim
+        self.refine = refine
+        # ReZero-style gate on the correction: an untrained refining level *is* the naive
+        # upsampling, and learns how far to depart from it
+        self.refine_gain = nn.Parameter(torch.zeros(())) if refine else None
         widths = [ch * m for m in mults]
         size = start_resolution(resolution, len(mults))
         self.stem = LatentStem(z_dim, n_classes, emb_dim, widths[0], size)
@@ -132,4 +143,7 @@ class UpsamplingGenerator(nn.Module):
             if proj is not None:
                 size = x.shape[-1]
                 x = x + proj(F.interpolate(repeated, size=(frames, size, size), mode="nearest"))
+        if self.refine:  # a correction, in tanh's logit space, of the naive upsampling of x^{l-1}
+            base = naive_upsample(cond_video, self.temporal_factor, self.resolution // self.in_resolution)
+            return torch.tanh(self.refine_gain * self.head.logits(x, cond) + torch.atanh(base.clamp(-REFINE_CLAMP, REFINE_CLAMP)))
         return self.head(x, cond)

@@ -124,13 +124,17 @@ def get_preset(name: str, width: float = 1.0) -> ModelPreset:
     return preset.scaled(width) if width != 1.0 else preset
 
 
-def build_generator(preset: ModelPreset, levels: tuple[LevelSpec, ...], index: int, n_classes: int | None = None) -> nn.Module:
+def build_generator(preset: ModelPreset, levels: tuple[LevelSpec, ...], index: int, n_classes: int | None = None,
+                    refine: bool = False) -> nn.Module:
+    """Level ``index``'s generator; ``refine`` (upsampling levels only) makes it correct the naive
+    upsampling of its input instead of synthesising the output from scratch (not the paper's)."""
     spec, net = levels[index - 1], preset.nets[index - 1]
     classes = preset.n_classes if n_classes is None else n_classes
     if index == 1:
         return Level1Generator(spec.frames, spec.resolution, net.g_ch, net.g_mults, preset.z_dim, classes, preset.emb_dim)
     prev = levels[index - 2]
-    return UpsamplingGenerator(prev.resolution, spec.resolution, spec.temporal_factor, net.g_ch, net.g_mults, preset.z_dim, classes, preset.emb_dim)
+    return UpsamplingGenerator(prev.resolution, spec.resolution, spec.temporal_factor, net.g_ch, net.g_mults, preset.z_dim, classes, preset.emb_dim,
+                                refine=refine)
 
 
 def build_discriminators(

@@ -45,7 +45,7 @@ class Level:
         self.train_spec: TrainSpec = config.train(index)
         self.preset: ModelPreset = get_preset(config.model.preset, config.model.width)
         self.n_classes = n_classes
-        self.G = build_generator(self.preset, config.levels, index, n_classes).to(self.device)
+        self.G = build_generator(self.preset, config.levels, index, n_classes, refine=config.model.refine).to(self.device)
         self.D = build_discriminators(self.preset, config.levels, index, n_classes, matching=config.model.matching).to(self.device)
         t = self.train_spec
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)

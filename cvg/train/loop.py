@@ -125,7 +125,7 @@ def load_generator(config: Config, path: str | os.PathLike, device="cpu") -> tor
 
     state = load_checkpoint(path, device)
     preset = get_preset(config.model.preset, config.model.width)
-    g = build_generator(preset, config.levels, int(state["index"]), int(state["n_classes"])).to(device)
+    g = build_generator(preset, config.levels, int(state["index"]), int(state["n_classes"]), refine=config.model.refine).to(device)
     g.load_state_dict(state["G"])
     return g.eval()
 
