@@ -42,8 +42,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         return f"{where}: {error.message}; known keys: {', '.join(known)}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
+    if error.validator in ("oneOf", "anyOf") and "description" in error.schema:  # say what *is* expected
+        return f"{where}: {error.instance!r} is not valid: {' '.join(error.schema['description'].split())}"
     return f"{where}: {error.message}"
 
 

@@ -60,21 +60,25 @@ def experiments_of(number: int) -> list[str]:
     return list(TABLES[number]["experiments"].values())
 
 
-def our_rows(label: str, metrics: pd.DataFrame) -> dict:
+def our_rows(label: str, metrics: pd.DataFrame) -> list[dict]:
+    """One row per evaluated clip length of the experiment's cascade."""
     cascade = metrics[metrics["model"] == "cascade"]
     if cascade.empty:
         raise ValueError(f"{label}: metrics table has no 'cascade' rows")
-    values = dict(zip(cascade["metric"], cascade["value"]))
-    first = cascade.iloc[0]
-    return {"source": "ours", "model": label, "eval_frames": int(first["frames"]), **{m: values.get(m) for m in METRICS},
-            "note": f"{first['protocol']}; n={int(first['n_samples'])}"}
+    rows = []
+    for frames, group in cascade.groupby("frames", sort=True):
+        values = dict(zip(group["metric"], group["value"]))
+        first = group.iloc[0]
+        rows.append({"source": "ours", "model": label, "eval_frames": int(frames), **{m: values.get(m) for m in METRICS},
+                     "note": f"{first['protocol']}; n={int(first['n_samples'])}"})
+    return rows
 
 
 def render(number: int, metrics_paths: dict[str, str], out_csv: str | os.PathLike, out_md: str | os.PathLike) -> pd.DataFrame:
     spec = TABLES[number]
     rows = list(spec["paper"])
     for label, experiment in spec["experiments"].items():
-        rows.append(our_rows(label, pd.read_csv(metrics_paths[experiment])))
+        rows += our_rows(label, pd.read_csv(metrics_paths[experiment]))
     table = pd.DataFrame(rows, columns=["source", "model", "eval_frames", *METRICS, "note"])
     for path in (out_csv, out_md):
         Path(path).parent.mkdir(parents=True, exist_ok=True)

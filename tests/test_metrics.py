@@ -117,13 +117,77 @@ def test_paper_table_puts_ours_beside_the_paper(tmp_path):
 
     from cvg.tables import TABLES, render
 
-    rows = [{"model": "cascade", "level": 2, "frames": 16, "resolution": 128, "metric": m, "value": v, "n_samples": 2048, "protocol": "p"}
-            for m, v in (("FVD", 600.0), ("FID", 3.0), ("IS", 90.0), ("IS_std", 1.0))]
+    rows = [{"model": "cascade", "level": 2, "frames": f, "resolution": 128, "metric": m, "value": v + f, "n_samples": 2048, "protocol": "p"}
+            for m, v in (("FVD", 600.0), ("FID", 3.0), ("IS", 90.0), ("IS_std", 1.0)) for f in (48, 12)]
     path = tmp_path / "m.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     table = render(4, {"kinetics600_w3": path, "kinetics600": path}, tmp_path / "t.csv", tmp_path / "t.md")
-    assert list(table["source"]) == ["paper", "paper", "ours", "ours"]
+    assert list(table["source"]) == ["paper", "paper", "ours", "ours", "ours", "ours"]  # ours: one row per length
     assert table.loc[table["model"] == "6-frame windows", "FVD"].item() == 517.21
-    assert table.loc[table["model"] == "6-frame windows (ours)", "FVD"].item() == 600.0
+    ours = table[table["model"] == "6-frame windows (ours)"].set_index("eval_frames")
+    assert ours.loc[12, "FVD"] == 612.0 and ours.loc[48, "FVD"] == 648.0 and list(ours.index) == [12, 48]
     assert "| paper | 3-frame windows | 48 | 58.21 | 31.59 | 714.74 |" in (tmp_path / "t.md").read_text()
     assert set(TABLES) == {1, 2, 3, 4, 5}
+
+
+class CountingI3D(torch.nn.Module):
+    """A cheap stand-in for I3D with its output contract: (logits (B, 400), features (B, 1024))
+    as fixed random projections of each clip's per-frame colour means (so every frame counts)."""
+
+    def __init__(self, frames: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.proj_l = torch.nn.Parameter(torch.randn(3 * frames, 400, generator=gen), requires_grad=False)
+        self.proj_f = torch.nn.Parameter(torch.randn(3 * frames, 1024, generator=gen), requires_grad=False)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        stats = x.mean(dim=(3, 4)).flatten(1)  # (B, 3 * T)
+        stats = torch.nn.functional.pad(stats, (0, self.proj_l.shape[0] - stats.shape[1]))
+        return stats @ self.proj_l, stats @ self.proj_f
+
+
+def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
+    """metrics.frames [9, 12]: rows, protocols and real-statistics caches per length; samples
+    identical to the reference clips score FVD ~0 at every length; too-short samples fail
+    before any I3D work, naming the file."""
+    import h5py
+    import pandas as pd
+
+    import cvg.metrics.i3d
+    from cvg.config import build_config
+    from cvg.metrics.run import evaluate
+    from tests.conftest import tiny_raw_config
+
+    raw = tiny_raw_config(tmp_path / "videos")
+    raw["levels"][1]["frames"] = 16
+    raw["levels"][0]["frames"] = 8
+    raw["levels"][1]["window"] = 4
+    raw["metrics"] = {"frames": [9, 12], "n_real": 12, "batch_size": 5, "is_splits": 2, "real_split": "train", "heldout_split": "test"}
+    config = build_config(raw)
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (24, 16, 8, 8, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "shard.h5", "w") as h5:
+        h5["level2"] = clips
+    pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(24), "split": ["train"] * 12 + ["test"] * 12,
+                  "label": -1}).to_csv(tmp_path / "index.csv", index=False)
+    for name, data in (("same", clips[:12]), ("short", clips[:12, :10])):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
+            h5["level2"] = data
+    model = CountingI3D(frames=16)
+    monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu": model)
+
+    with pytest.raises(ValueError, match="short.h5.*10 frames.*12"):
+        evaluate(config, tmp_path / "index.csv", {"short": str(tmp_path / "short.h5")}, tmp_path / "m.csv", tmp_path / "cache")
+    assert model.calls == 0
+
+    table = evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5")}, tmp_path / "m.csv", tmp_path / "cache")
+    assert pd.read_csv(tmp_path / "m.csv").shape == table.shape == (2 * 2 * 4, 8)  # 2 lengths x (held-out, cascade) x 4 metrics
+    assert sorted(set(table["frames"])) == [9, 12]
+    for frames in (9, 12):
+        rows = table[table["frames"] == frames]
+        assert set(rows["protocol"]) == {f"i3d-k400(tfhub) {frames}f bilinear224 ref=train:12"}
+        fvd = rows.set_index(["model", "metric"])["value"]
+        assert fvd[("cascade", "FVD")] < 1e-3 * fvd[("real:test", "FVD")]
+        assert (tmp_path / "cache" / f"real_train_12_{frames}f.npz").exists()

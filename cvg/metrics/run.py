@@ -17,9 +17,15 @@ from cvg.metrics.frechet import frechet_from_samples, inception_score
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
 
 
-def protocol_name(config: Config) -> str:
+def eval_lengths(config: Config) -> list[int]:
+    """``metrics.frames`` as a list of clip lengths (an integer is one length)."""
+    frames = config.raw["metrics"]["frames"]
+    return [frames] if isinstance(frames, int) else list(frames)
+
+
+def protocol_name(config: Config, frames: int) -> str:
     m = config.raw["metrics"]
-    return f"i3d-k400(tfhub) {m['frames']}f bilinear224 ref={m['real_split']}:{m['n_real']}"
+    return f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:{m['n_real']}"
 
 
 def _batches(read, n: int, batch: int):
@@ -91,21 +97,25 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     from cvg.metrics.i3d import load_i3d
 
     m = config.raw["metrics"]
-    frames, batch = m["frames"], m["batch_size"]
-    top = config.top
+    batch, top = m["batch_size"], config.top
+    lengths = eval_lengths(config)
+    for path in samples.values():  # too-short samples fail here, before any I3D work
+        sample_batches(path, len(config.levels), max(lengths), batch)
     model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
-    proto = protocol_name(config)
-    cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_{frames}f.npz"
-    ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch), f"I3D real {m['real_split']}", cache)
     rows = []
-    if m.get("heldout_split"):
-        split = m["heldout_split"]
-        held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split}",
-                      Path(cache_dir) / f"real_{split}_{m['n_real']}_{frames}f.npz")
-        rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
-    for name, path in samples.items():
-        logits, features = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name}")
-        rows += score_rows(name, len(config.levels), frames, top.resolution, logits, features, ref_l, ref_f, m["is_splits"], proto)
+    for frames in lengths:
+        proto = protocol_name(config, frames)
+        cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_{frames}f.npz"
+        ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
+                              f"I3D real {m['real_split']} {frames}f", cache)
+        if m.get("heldout_split"):
+            split = m["heldout_split"]
+            held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
+                          Path(cache_dir) / f"real_{split}_{m['n_real']}_{frames}f.npz")
+            rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
+        for name, path in samples.items():
+            logits, features = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f")
+            rows += score_rows(name, len(config.levels), frames, top.resolution, logits, features, ref_l, ref_f, m["is_splits"], proto)
     table = pd.DataFrame(rows, columns=COLUMNS)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
