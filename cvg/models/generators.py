@@ -112,8 +112,7 @@ class UpsamplingGenerator(nn.Module):
     ):
         super().__init__()
         self.in_resolution, self.resolution, self.temporal_factor, self.z_dim = in_resolution, resolution, temporal_factor, z_dim
-        self.refine = refine
-        # ReZero-style gate on the correction: an untrained refining level *is* the naive
+        # refine: a ReZero-style gate on the correction: an untrained refining level *is* the naive
         # upsampling, and learns how far to depart from it
         self.refine_gain = nn.Parameter(torch.zeros(())) if refine else None
         widths = [ch * m for m in mults]
@@ -143,7 +142,7 @@ class UpsamplingGenerator(nn.Module):
             if proj is not None:
                 size = x.shape[-1]
                 x = x + proj(F.interpolate(repeated, size=(frames, size, size), mode="nearest"))
-        if self.refine:  # a correction, in tanh's logit space, of the naive upsampling of x^{l-1}
+        if self.refine_gain is not None:  # a correction, in tanh's logit space, of the naive upsampling of x^{l-1}
             base = naive_upsample(cond_video, self.temporal_factor, self.resolution // self.in_resolution)
             return torch.tanh(self.refine_gain * self.head.logits(x, cond) + torch.atanh(base.clamp(-REFINE_CLAMP, REFINE_CLAMP)))
         return self.head(x, cond)
