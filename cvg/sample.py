@@ -52,10 +52,15 @@ def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, c
     return torch.cat(pieces, 2)
 
 
+def n_classes_of(g: nn.Module) -> int:
+    """Classes a generator is conditioned on (0: unconditional)."""
+    return g.stem.embed.num_embeddings if g.stem.embed is not None else 0
+
+
 class CascadeSampler:
     def __init__(self, config: Config, generators: list[nn.Module], device="cpu"):
         self.config, self.generators, self.device = config, [g.to(device).eval() for g in generators], torch.device(device)
-        self.n_classes = getattr(generators[0].stem.embed, "num_embeddings", 0) if generators[0].stem.embed is not None else 0
+        self.n_classes = n_classes_of(generators[0])
 
     @classmethod
     def from_checkpoints(cls, config: Config, paths: list[str | Path], device="cpu") -> "CascadeSampler":
@@ -91,37 +96,32 @@ class CascadeSampler:
                 label = self._labels(batch, gen)
                 if i == 0:
                     return g(z, label, frames=lengths[0])
-                return g(self._lower_levels(i, batch, lengths[0], label, gen), z, label)
+                lower, _ = self.sample(batch, level1_frames=lengths[0], labels=label, levels=i, generator=gen)
+                return g(lower[-1], z, label)
 
             recompute_frame_stats(g, dummy, passes)
             g.eval()
-
-    @torch.no_grad()
-    def _lower_levels(self, i: int, batch: int, level1_frames: int, label, gen: torch.Generator) -> torch.Tensor:
-        """A sample of level i (0-based: the output of generators 0..i-1, in eval mode)."""
-        zs = [torch.randn(batch, g.z_dim, generator=gen).to(self.device) for g in self.generators[:i]]
-        video = self.generators[0](zs[0], label, frames=level1_frames)
-        for g, z in zip(self.generators[1:i], zs[1:]):
-            video = g(video, z, label)
-        return video
 
     def _labels(self, n: int, gen: torch.Generator):
         return torch.randint(0, self.n_classes, (n,), generator=gen).to(self.device) if self.n_classes else None
 
     @torch.no_grad()
     def sample(self, n: int, sigma: float = 1.0, level1_frames: int | None = None, chunk: int | None = None,
-               seed: int = 0, labels: torch.Tensor | None = None, uint8_top: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Videos of every level, (n, 3, T_l, H_l, W_l) in [-1, 1], and their labels; with
-        ``uint8_top`` the last level comes as uint8 (same layout), quantised chunk by chunk."""
-        gen = torch.Generator().manual_seed(seed)
+               seed: int = 0, labels: torch.Tensor | None = None, uint8_top: bool = False, levels: int | None = None,
+               generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Videos of every level (or of the first ``levels``), (n, 3, T_l, H_l, W_l) in [-1, 1], and
+        their labels; with ``uint8_top`` the last level comes as uint8 (same layout), quantised
+        chunk by chunk. Noise comes from ``generator`` when given, else from ``seed``."""
+        gen = generator or torch.Generator().manual_seed(seed)
+        generators = self.generators[: levels or len(self.generators)]
         frames = level1_frames or self.config.level(1).frames
         label = labels.to(self.device) if labels is not None else self._labels(n, gen)
-        zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in self.generators]
+        zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in generators]
         from cvg.pyramid import quantize
 
-        videos = [self.generators[0](zs[0], label, frames=frames)]
-        last = len(self.generators) - 1
-        for i, (g, z) in enumerate(zip(self.generators[1:], zs[1:]), start=1):
+        videos = [generators[0](zs[0], label, frames=frames)]
+        last = len(generators) - 1
+        for i, (g, z) in enumerate(zip(generators[1:], zs[1:]), start=1):
             videos.append(unroll(g, videos[-1], z, label, chunk, quantize if (uint8_top and i == last) else None))
         return videos, label
 
@@ -142,7 +142,7 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     first = load_generator(config, checkpoints[0], device)
     if variant == "bilinear":
         return CascadeSampler(config, [first], device), True
-    n_classes = first.stem.embed.num_embeddings if first.stem.embed is not None else 0
+    n_classes = n_classes_of(first)
     preset = get_preset(config.model.preset, config.model.width)
     torch.manual_seed(12345)
     fresh = [build_generator(preset, config.levels, lv.index, n_classes, refine=config.model.refine) for lv in config.levels[1:]]
