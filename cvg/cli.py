@@ -87,6 +87,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    import h5py
     import torch
 
     from cvg.sample import build_sampler, level_grid, write_samples
@@ -99,8 +100,19 @@ def cmd_sample(args) -> int:
     frames1 = s["level1_frames"] or cfg.level(1).frames
     passes = s["bn_passes"] if s["bn"] == "recompute" or args.variant == "untrained" else 0
     sampler.prepare_norms("recompute" if passes else "stationary", passes, frames1, s["batch_size"], s["seed"])
-    write_samples(cfg, sampler, bilinear, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"])
-    print(f"{args.out}: {args.n or s['n_samples']} samples ({args.variant})")
+    level1 = None
+    if args.variant.endswith("_on_real"):
+        from cvg.metrics.run import real_level1
+
+        if not args.index:
+            raise SystemExit(f"cvg sample: --variant {args.variant} needs --index (results/NAME/data/index.csv)")
+        split = cfg.raw["metrics"]["heldout_split"]
+        if not split:
+            raise SystemExit(f"cvg sample: --variant {args.variant} reads held-out real clips, but metrics.heldout_split is null in {args.config}")
+        level1 = real_level1(cfg, args.index, split, args.n or s["n_samples"])
+    out = write_samples(cfg, sampler, bilinear, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1)
+    with h5py.File(out, "r") as h5:
+        print(f"{args.out}: {len(h5['level1'])} samples ({args.variant})")
     if args.grid:
         videos, _ = sampler.sample(s["grid_samples"], s["grid_sigma"], frames1, s["chunk"], seed=s["seed"] + 10**6)
         frames = level_grid(videos)
@@ -206,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample the frozen cascade (every level, unrolled over the whole video)")
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoints", nargs="+", required=True, help="final checkpoints of levels 1..L")
-    p.add_argument("--variant", choices=["cascade", "untrained", "bilinear"], default="cascade",
-                   help="cascade; untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled bilinearly")
+    p.add_argument("--variant", choices=["cascade", "untrained", "bilinear", "cascade_on_real", "bilinear_on_real"], default="cascade",
+                   help="cascade; untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled bilinearly;"
+                   " *_on_real: the trained upsampling levels / bilinear upsampling applied to real held-out level-1 clips")
+    p.add_argument("--index", help="results/NAME/data/index.csv (the *_on_real variants read their level-1 clips there)")
     p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
     p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")
     p.add_argument("--n", type=int, help="number of samples (default: sample.n_samples)")

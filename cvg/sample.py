@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from cvg.config import Config
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
 from cvg.models.generators import UpsamplingGenerator
-from cvg.pyramid import naive_upsample
+from cvg.pyramid import naive_upsample, to_unit_range
 
 
 def temporal_halo(g: UpsamplingGenerator) -> int:
@@ -120,23 +121,40 @@ class CascadeSampler:
         from cvg.pyramid import quantize
 
         videos = [generators[0](zs[0], label, frames=frames)]
-        last = len(generators) - 1
-        for i, (g, z) in enumerate(zip(generators[1:], zs[1:]), start=1):
-            videos.append(unroll(g, videos[-1], z, label, chunk, quantize if (uint8_top and i == last) else None))
-        return videos, label
+        return self._upsample(videos, zs[1:], label, chunk, quantize if uint8_top else None), label
+
+    @torch.no_grad()
+    def upsample(self, level1: torch.Tensor, labels: torch.Tensor | None = None, sigma: float = 1.0, chunk: int | None = None,
+                 seed: int = 0) -> list[torch.Tensor]:
+        """Every level from *given* level-1 videos (n, 3, T, H, W) in [-1, 1]: fed real held-out
+        clips, the upsampling levels are scored apart from level 1's quality (the ``*_on_real``
+        rows of the metrics table)."""
+        gen = torch.Generator().manual_seed(seed)
+        zs = [sigma * torch.randn(len(level1), g.z_dim, generator=gen).to(self.device) for g in self.generators[1:]]
+        label = labels.to(self.device) if labels is not None else None
+        return self._upsample([level1.to(self.device)], zs, label, chunk)
+
+    def _upsample(self, videos: list[torch.Tensor], zs: list[torch.Tensor], label, chunk: int | None, top_transform=None) -> list[torch.Tensor]:
+        for i, (g, z) in enumerate(zip(self.generators[1:], zs), start=1):
+            videos.append(unroll(g, videos[-1], z, label, chunk, top_transform if i == len(zs) else None))
+        return videos
 
 
-VARIANTS = ("cascade", "untrained", "bilinear")
+VARIANTS = ("cascade", "untrained", "bilinear", "cascade_on_real", "bilinear_on_real")
+ON_REAL = "_on_real"
 
 
 def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> tuple["CascadeSampler", bool]:
     """(sampler, bilinear): ``cascade`` = all trained levels; ``untrained`` = trained level 1 with
-    freshly initialised upsampling levels; ``bilinear`` = trained level 1, naive upsampling."""
+    freshly initialised upsampling levels; ``bilinear`` = trained level 1, naive upsampling.
+    ``cascade_on_real`` / ``bilinear_on_real`` are the same samplers, to be fed real level-1
+    clips (``write_samples(level1=...)``)."""
     from cvg.models.presets import build_generator, get_preset
     from cvg.train.loop import load_generator
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown sample variant {variant!r}; variants: {', '.join(VARIANTS)}")
+    variant = variant.removesuffix(ON_REAL)
     if variant == "cascade":
         return CascadeSampler.from_checkpoints(config, checkpoints, device), False
     first = load_generator(config, checkpoints[0], device)
@@ -156,14 +174,17 @@ def to_uint8_frames(video: torch.Tensor):
 
 
 def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out: str | Path, n: int, batch: int,
-                  sigma: float, chunk: int | None, level1_frames: int | None, seed: int) -> Path:
-    """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically."""
+                  sigma: float, chunk: int | None, level1_frames: int | None, seed: int,
+                  level1: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically. With
+    ``level1`` = (uint8 clips (N, T, H, W, 3), labels), level 1 is those clips, not generated."""
     import os
 
     import h5py
-    import numpy as np
     from tqdm import tqdm
 
+    if level1 is not None:
+        n = len(level1[0])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -172,7 +193,12 @@ def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out
         with tqdm(total=n, desc=f"sample {out.stem}", unit="video") as bar:
             while written < n:
                 k = min(batch, n - written)
-                videos, labels = sampler.sample(k, sigma, level1_frames, chunk, seed=seed + written)
+                if level1 is None:
+                    videos, labels = sampler.sample(k, sigma, level1_frames, chunk, seed=seed + written)
+                else:
+                    labels = torch.as_tensor(level1[1][written : written + k])
+                    clips = to_unit_range(torch.as_tensor(level1[0][written : written + k]))
+                    videos = sampler.upsample(clips, labels if sampler.n_classes else None, sigma, chunk, seed=seed + written)
                 if bilinear:
                     for lv in config.levels[1:]:
                         videos.append(naive_upsample(videos[-1], lv.temporal_factor, lv.spatial_factor))
@@ -195,8 +221,6 @@ def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out
 def level_grid(videos: list[torch.Tensor]):
     """Fig. 15 layout as frames: each sample a column, its levels stacked top (level 1) to
     bottom (level L), lower levels nearest-resized and frames repeated to the top level's size."""
-    import numpy as np
-
     top = videos[-1]
     t, size = top.shape[2], top.shape[-1]
     columns = []

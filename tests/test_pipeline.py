@@ -4,6 +4,7 @@ level after a config change, and the same DAG through the SLURM executor."""
 import copy
 import shutil
 import subprocess
+import zipfile
 
 import h5py
 import pytest
@@ -48,6 +49,15 @@ def test_tiny_dag_trains_samples_and_reruns_only_the_changed_level(videos, tmp_p
         assert h5["level1"].shape == (4, 4, 16, 16, 3) and h5["level2"].shape == (4, 8, 32, 32, 3)
     assert (tmp_path / "results/tiny/samples/grid.gif").stat().st_size > 0
     assert (tmp_path / "results/tiny/train/level2.work/log.csv").exists()
+
+    # tracked artifacts: the sample grid and the loss curves are report items of a self-contained report
+    targets = ["results/tiny/samples/cascade.h5", "results/tiny/train/losses.svg"]
+    snakemake(tmp_path, *targets, "--configfile", cfg)
+    snakemake(tmp_path, *targets, "--configfile", cfg, "--report", str(tmp_path / "report.zip"))
+    with zipfile.ZipFile(tmp_path / "report.zip") as report:
+        names = report.namelist()
+    assert any(n.endswith("grid.mp4") for n in names) and any(n.endswith("losses.svg") for n in names), names
+    assert (tmp_path / "results/tiny/provenance.json").exists() and (tmp_path / "results/tiny/config.yaml").exists()
 
     changed = copy.deepcopy(raw)
     changed["train"]["levels"] = [{}, {"lr_g": 2e-4}]  # level 2 only

@@ -42,22 +42,35 @@ def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int,
     return _batches(lambda a, b: data[a:b, :frames], n, batch), n
 
 
-def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int):
+def _split_rows(index_path: str | os.PathLike, split: str, n: int) -> pd.DataFrame:
     index = pd.read_csv(index_path, keep_default_na=False)
     rows = index[index["split"] == split].head(n)
     if rows.empty:
         raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
-    top = f"level{len(config.levels)}"
+    return rows
+
+
+def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int, level: int | None = None):
+    """The first ``n`` clips of a split, ``frames`` frames of pyramid ``level`` (default: the top), in batches."""
+    rows = _split_rows(index_path, split, n)
+    dataset = f"level{level or len(config.levels)}"
     files: dict[str, h5py.File] = {}
 
     def read(a, b):
         clips = []
         for shard, row in zip(rows["shard"].iloc[a:b], rows["row"].iloc[a:b]):
             files.setdefault(shard, h5py.File(shard, "r"))
-            clips.append(files[shard][top][int(row), :frames])
+            clips.append(files[shard][dataset][int(row), :frames])
         return np.stack(clips)
 
     return _batches(read, len(rows), batch), len(rows)
+
+
+def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 level-1 clips, labels) of the first ``n`` clips of a split: the inputs of the
+    ``*_on_real`` sample variants."""
+    batches, count = real_batches(config, index_path, split, n, config.level(1).frames, n, level=1)
+    return next(batches), _split_rows(index_path, split, n)["label"].to_numpy(np.int64)
 
 
 def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:

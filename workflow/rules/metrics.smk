@@ -3,24 +3,31 @@
 from cvg.tables import experiments_of
 
 
+def metric_samples(wildcards):
+    """{table model name: samples HDF5}; the on-real rows need held-out real clips."""
+    variants = {"cascade": "cascade", "untrained_upsampling": "untrained", "bilinear_level1": "bilinear"}
+    if exp(wildcards).raw["metrics"]["heldout_split"]:
+        variants |= {"cascade_on_real_level1": "cascade_on_real", "bilinear_on_real_level1": "bilinear_on_real"}
+    return {model: f"results/{wildcards.dataset}/samples/{variant}.h5" for model, variant in variants.items()}
+
+
 rule metrics:
     input:
+        unpack(metric_samples),
         index="results/{dataset}/data/index.csv",
-        cascade="results/{dataset}/samples/cascade.h5",
-        untrained="results/{dataset}/samples/untrained.h5",
-        bilinear="results/{dataset}/samples/bilinear.h5",
     output:
         report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
     params:
         config=config_file,
         settings=lambda wc: json.dumps(exp(wc).raw["metrics"], sort_keys=True),
         cache="results/{dataset}/metrics.cache",
+        samples=lambda wc: " ".join(f"{model}={path}" for model, path in metric_samples(wc).items()),
     threads: 2
     log:
         "results/{dataset}/logs/metrics.log",
     shell:
         "cvg metrics --config {params.config} --index {input.index} --out {output} --cache {params.cache}"
-        " --samples cascade={input.cascade} untrained_upsampling={input.untrained} bilinear_level1={input.bilinear} > {log} 2>&1"
+        " --samples {params.samples} > {log} 2>&1"
 
 
 rule psd:

@@ -1,4 +1,4 @@
-# Frozen-cascade sampling: the trained cascade and the two baselines the metrics table needs.
+# Frozen-cascade sampling: the trained cascade, its baselines and its on-real-input variants for the metrics table.
 
 
 def level_checkpoints(wildcards):
@@ -24,12 +24,16 @@ rule sample:
 
 
 rule sample_baseline:
+    """Baselines (untrained upsampling levels, bilinear upsampling of level 1), and the trained /
+    bilinear upsampling of real held-out level-1 clips (*_on_real: what the upsampling levels add,
+    apart from level 1's quality)."""
     input:
-        level_checkpoints,
+        checkpoints=level_checkpoints,
+        index="results/{dataset}/data/index.csv",
     output:
         "results/{dataset}/samples/{variant}.h5",
     wildcard_constraints:
-        variant="untrained|bilinear",
+        variant="untrained|bilinear|cascade_on_real|bilinear_on_real",
     params:
         config=config_file,
         settings=lambda wc: json.dumps(exp(wc).raw["sample"], sort_keys=True),
@@ -37,4 +41,5 @@ rule sample_baseline:
     log:
         "results/{dataset}/logs/sample/{variant}.log",
     shell:
-        "cvg sample --config {params.config} --checkpoints {input} --variant {wildcards.variant} --out {output} > {log} 2>&1"
+        "cvg sample --config {params.config} --checkpoints {input.checkpoints} --variant {wildcards.variant} --index {input.index}"
+        " --out {output} > {log} 2>&1"
