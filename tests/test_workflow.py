@@ -71,6 +71,7 @@ def test_missing_dataset_stops_with_one_clear_message(tmp_path):
     out = snakemake(tmp_path, "results/bdd100k/data/index.csv", "-n", "--configfile", str(cfg), check=False)
     assert out.returncode != 0
     assert f"expected it at {tmp_path / 'nowhere' / 'bdd100k'}" in out.stdout + out.stderr
+    assert f"set dataset.root in {cfg}" in out.stdout + out.stderr  # the file to edit, not the snapshot
 
 
 def test_invalid_config_is_rejected_at_load(tmp_path):

@@ -12,7 +12,7 @@ def dataset_input(wildcards):
     if not root.is_dir():
         raise WorkflowError(
             f"dataset '{cfg.name}' ({cfg.dataset.kind}) not found: expected it at {root.resolve()}. "
-            f"Download it there or set dataset.root in {config_file(wildcards)} (see README, 'Real datasets')."
+            f"Download it there or set dataset.root in {CONFIG_FILES[cfg.name]} (see README, 'Real datasets')."
         )
     return []
 
