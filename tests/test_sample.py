@@ -14,6 +14,19 @@ def trained_like(g, *args, passes=3):
     return g.eval()
 
 
+def tiny_cascade(tmp_path):
+    """The tiny preset's two generators with populated running statistics, and their config."""
+    torch.manual_seed(0)
+    raw = tiny_raw_config(tmp_path)
+    raw["model"] = {"preset": "tiny"}
+    cfg = build_config(raw)
+    preset = get_preset("tiny")
+    gens = [build_generator(preset, cfg.levels, i, 3) for i in (1, 2)]
+    trained_like(gens[0], torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
+    trained_like(gens[1], torch.rand(2, 3, 2, 16, 16) * 2 - 1, torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
+    return cfg, gens
+
+
 @pytest.mark.parametrize("refine", [False, True])
 @pytest.mark.parametrize("mode", ["stationary", "per_frame_recomputed"])
 def test_chunked_unrolling_equals_full_application(mode, refine):
@@ -40,14 +53,7 @@ def test_chunked_unrolling_equals_full_application(mode, refine):
 
 
 def test_cascade_sampler_unrolls_every_level(tmp_path):
-    torch.manual_seed(0)
-    raw = tiny_raw_config(tmp_path)
-    raw["model"] = {"preset": "tiny"}
-    cfg = build_config(raw)
-    preset = get_preset("tiny")
-    gens = [build_generator(preset, cfg.levels, i, 3) for i in (1, 2)]
-    trained_like(gens[0], torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
-    trained_like(gens[1], torch.rand(2, 3, 2, 16, 16) * 2 - 1, torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
+    cfg, gens = tiny_cascade(tmp_path)
     sampler = CascadeSampler(cfg, gens)
     sampler.prepare_norms("stationary", 0, level1_frames=4, batch=2)
     videos, labels = sampler.sample(3, sigma=1.0, chunk=2, seed=1)
@@ -83,13 +89,7 @@ def test_upsampling_levels_fed_real_level1_clips(tmp_path):
     from cvg.pyramid import naive_upsample, to_uint8, to_unit_range
     from cvg.sample import write_samples
 
-    torch.manual_seed(0)
-    raw = tiny_raw_config(tmp_path)
-    raw["model"] = {"preset": "tiny"}
-    cfg = build_config(raw)
-    preset = get_preset("tiny")
-    gens = [build_generator(preset, cfg.levels, i, 3) for i in (1, 2)]
-    trained_like(gens[1], torch.rand(2, 3, 2, 16, 16) * 2 - 1, torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
+    cfg, gens = tiny_cascade(tmp_path)
     sampler = CascadeSampler(cfg, gens)
     sampler.prepare_norms("stationary", 0, level1_frames=4, batch=2)
     clips = np.random.default_rng(0).integers(0, 256, (5, 4, 16, 16, 3), dtype=np.uint8)
