@@ -60,7 +60,8 @@ def n_classes_of(g: nn.Module) -> int:
 
 class CascadeSampler:
     def __init__(self, config: Config, generators: list[nn.Module], device="cpu"):
-        self.config, self.generators, self.device = config, [g.to(device).eval() for g in generators], torch.device(device)
+        self.config, self.device = config, torch.device(device)
+        self.generators = [g.to(device).eval().requires_grad_(False) for g in generators]  # frozen: never trained here
         self.n_classes = n_classes_of(generators[0])
 
     @classmethod
@@ -118,10 +119,17 @@ class CascadeSampler:
         frames = level1_frames or self.config.level(1).frames
         label = labels.to(self.device) if labels is not None else self._labels(n, gen)
         zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in generators]
+        return self.from_noise(zs, label, frames, chunk, uint8_top), label
+
+    @torch.no_grad()
+    def from_noise(self, zs: list[torch.Tensor], label: torch.Tensor | None, level1_frames: int | None = None,
+                   chunk: int | None = None, uint8_top: bool = False) -> list[torch.Tensor]:
+        """Levels 1..len(zs) from given per-level noise: ``sample`` draws its own; the training
+        loop draws a global batch's noise and passes its rank's slice (eq. 3's x̂^{l-1})."""
         from cvg.pyramid import quantize
 
-        videos = [generators[0](zs[0], label, frames=frames)]
-        return self._upsample(videos, zs[1:], label, chunk, quantize if uint8_top else None), label
+        videos = [self.generators[0](zs[0].to(self.device), label, frames=level1_frames or self.config.level(1).frames)]
+        return self._upsample(videos, [z.to(self.device) for z in zs[1:]], label, chunk, quantize if uint8_top else None)
 
     @torch.no_grad()
     def upsample(self, level1: torch.Tensor, labels: torch.Tensor | None = None, sigma: float = 1.0, chunk: int | None = None,

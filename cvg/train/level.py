@@ -19,7 +19,6 @@ import torch.nn as nn
 
 from cvg.config import Config, LevelSpec, TrainSpec
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
-from cvg.models.layers import set_norm_eval_stats
 from cvg.models.presets import ModelPreset, build_discriminators, build_generator, get_preset
 from cvg.pyramid import window_bounds
 
@@ -134,28 +133,6 @@ def run_discriminators(ds: nn.ModuleDict, video, cond, label, frames) -> list[to
         else:
             out.append(d(video, label))
     return out
-
-
-class FrozenCascade:
-    """Levels 1..l-1 loaded from their final checkpoints, in eval mode, without gradients.
-
-    Upsampling levels are unrolled over the whole previous-level output with stationary BN
-    statistics (time-invariant, so unrolling equals windowed application away from the ends).
-    """
-
-    def __init__(self, generators: list[nn.Module]):
-        self.generators = generators
-        for i, g in enumerate(generators):
-            g.eval().requires_grad_(False)
-            if i > 0:
-                set_norm_eval_stats(g, "stationary")
-
-    @torch.no_grad()
-    def sample(self, z_per_level: list[torch.Tensor], label: torch.Tensor | None) -> list[torch.Tensor]:
-        videos = [self.generators[0](z_per_level[0], label)]
-        for g, z in zip(self.generators[1:], z_per_level[1:]):
-            videos.append(g(videos[-1], z, label))
-        return videos
 
 
 def crop_windows(video: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:

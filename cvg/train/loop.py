@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from cvg.config import Config
 from cvg.data.windows import PyramidWindows
-from cvg.train.level import FrozenCascade, Level, crop_windows, step_generator
+from cvg.sample import CascadeSampler, level_grid
+from cvg.train.level import Level, crop_windows, step_generator
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -143,7 +144,6 @@ def n_classes_from(index_path: Path, config: Config) -> int:
 # -- monitoring -----------------------------------------------------------------------------------
 def write_grid(videos: list[torch.Tensor], path: Path) -> None:
     """PNG: per sample, its levels stacked (as in the sample videos), time left to right."""
-    from cvg.sample import level_grid
     from cvg.video_io import encode_video
 
     frames = level_grid(videos)  # (T, L*H, n*W, 3), samples side by side
@@ -204,8 +204,10 @@ def train_level(
     torch.manual_seed(t.seed * 1000 + index)  # initialisation: same on every rank and every run
     level = Level(config, index, n_classes, dev)
     frozen = None
-    if index > 1:
-        frozen = FrozenCascade([load_generator(config, p, dev) for p in prev_checkpoints])
+    if index > 1:  # levels 1..l-1, with BN prepared exactly as for sampling: x̂^{l-1} as inference makes it
+        frozen = CascadeSampler(config, [load_generator(config, p, dev) for p in prev_checkpoints], dev)
+        bn = config.raw["sample"]
+        frozen.prepare_norms(bn["bn"], bn["bn_passes"], config.level(1).frames, bn["batch_size"], bn["seed"])
 
     latest = work_dir / "latest.pt"
     step = 0
@@ -242,7 +244,7 @@ def train_level(
         gen = step_generator(t.seed, index, step_, sub, 1)
         zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(dev) for g in frozen.generators]
         starts = torch.randint(0, config.level(index - 1).frames - spec.window + 1, (t.batch_size,), generator=gen)[local]
-        full = frozen.sample(zs, label)[-1]
+        full = frozen.from_noise(zs, label)[-1]
         return crop_windows(full, starts, spec.window)
 
     log = CsvLog(work_dir / "log.csv", step) if rank == 0 else None
@@ -309,7 +311,7 @@ def train_level(
 
 
 @torch.no_grad()
-def write_sample_grid(level: Level, frozen: FrozenCascade | None, path: Path, n_classes: int, device, n: int = 4) -> None:
+def write_sample_grid(level: Level, frozen: CascadeSampler | None, path: Path, n_classes: int, device, n: int = 4) -> None:
     """Fixed-noise samples of the level being trained (with the frozen levels' outputs above)."""
     gen = torch.Generator().manual_seed(1234)
     label = (torch.arange(n) % n_classes).to(device) if n_classes else None
@@ -319,7 +321,7 @@ def write_sample_grid(level: Level, frozen: FrozenCascade | None, path: Path, n_
         if frozen is None:
             videos = [level.G(torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
         else:
-            lower = frozen.sample([torch.randn(n, g.z_dim, generator=gen).to(device) for g in frozen.generators], label)
+            lower, _ = frozen.sample(n, labels=label, generator=gen)
             cond = lower[-1][:, :, : level.spec.window]
             videos = [cond, level.G(cond, torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
         write_grid(videos, path)
