@@ -118,7 +118,7 @@ class CascadeSampler:
         generators = self.generators[: levels or len(self.generators)]
         frames = level1_frames or self.config.level(1).frames
         label = labels.to(self.device) if labels is not None else self._labels(n, gen)
-        zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in generators]
+        zs = [sigma * torch.randn(n, g.z_dim, generator=gen) for g in generators]  # from_noise moves them
         return self.from_noise(zs, label, frames, chunk, uint8_top), label
 
     @torch.no_grad()
