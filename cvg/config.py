@@ -156,6 +156,7 @@ TRAIN_DEFAULTS = {
     "lr_d": 5e-4,
     "betas": [0.0, 0.999],
     "d_steps": 2,
+    "ema": 0.0,
     "checkpoint_every": 1000,
     "log_every": 50,
     "sample_every": 1000,
@@ -188,6 +189,7 @@ class TrainSpec:
     lr_d: float
     betas: tuple[float, float]
     d_steps: int
+    ema: float
     checkpoint_every: int
     log_every: int
     sample_every: int

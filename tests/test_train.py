@@ -13,6 +13,7 @@ import yaml
 
 from cvg.config import build_config
 from cvg.data.demo import DemoSpec, render_dataset
+from cvg.train.level import Level
 from cvg.train.loop import NonFiniteLossError, load_checkpoint, train_level
 from tests.conftest import tiny_raw_config
 from tests.test_shards import ingest
@@ -63,6 +64,24 @@ def test_non_finite_loss_names_the_step(tiny_data, tmp_path):
         train_level(cfg, 1, root / "data" / "index.csv", tmp_path / "l1.pt", tmp_path / "w", progress=False)
 
 
+def test_ema_averages_the_generator_with_a_warmup(tiny_data):
+    _, raw = tiny_data
+    level = Level(make_config(raw, ema=0.5), 1, 6)
+    before = [p.clone() for p in level.G_ema.parameters()]
+    with torch.no_grad():
+        for p in level.G.parameters():
+            p.add_(1.0)
+    level.update_ema(1)  # warm-up: decay (1 + 1) / (10 + 1) < 0.5
+    for old, new, live in zip(before, level.G_ema.parameters(), level.G.parameters()):
+        torch.testing.assert_close(new, old + (1 - 2 / 11) * (live - old))
+    level.update_ema(1000)  # the configured decay
+    for old, new, live in zip(before, level.G_ema.parameters(), level.G.parameters()):
+        mid = old + (1 - 2 / 11) * (live - old)
+        torch.testing.assert_close(new, mid + 0.5 * (live - mid))
+    assert level.G_final is level.G_ema and not any(p.requires_grad for p in level.G_ema.parameters())
+    assert Level(make_config(raw), 1, 6).G_ema is None  # ema 0 (the paper's setting): no copy
+
+
 def cvg_train(cfg_path, index, out, work, *extra):
     return [sys.executable, "-m", "cvg.cli", "train", "--config", str(cfg_path), "--level", "1", "--index", str(index), "--out", str(out), "--work", str(work), *extra]
 
@@ -71,7 +90,7 @@ def test_sigkilled_run_resumes_to_the_bitwise_same_weights(tiny_data, tmp_path):
     root, raw = tiny_data
     index = root / "data" / "index.csv"
     raw = copy.deepcopy(raw)
-    raw["train"]["defaults"].update(steps=8, checkpoint_every=2)
+    raw["train"]["defaults"].update(steps=8, checkpoint_every=2, ema=0.9)  # the exported G is the average
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     subprocess.run(cvg_train(cfg_path, index, tmp_path / "a.pt", tmp_path / "work_a"), check=True, capture_output=True)

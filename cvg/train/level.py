@@ -11,6 +11,7 @@ so a distributed run makes the same draws as a single-process one with the same 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,9 @@ class Level:
         t = self.train_spec
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
+        # an averaged copy of G (BigGAN-style): what the final checkpoint holds when ema > 0, because
+        # it averages out the step-to-step noise of the GAN game that single iterates carry
+        self.G_ema: nn.Module | None = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema > 0 else None
         # wrappers used for the forward passes (DistributedDataParallel when distributed)
         self.G_run: nn.Module = self.G
         self.D_plain = Discriminators(self.D)  # no DDP wrapper: the G step needs no D gradients synced
@@ -101,15 +105,39 @@ class Level:
         self.opt_g.step()
         return loss.detach()
 
+    @torch.no_grad()
+    def update_ema(self, updates: int) -> None:
+        """Move G_ema towards G after generator update number ``updates`` (1-based). The decay ramps
+        up as (1 + n) / (10 + n) to ``ema`` so that a short run is not dominated by the initial weights."""
+        if self.G_ema is None:
+            return
+        decay = min(self.train_spec.ema, (1 + updates) / (10 + updates))
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - decay)
+        for mine, theirs in zip(self.G_ema.buffers(), self.G.buffers()):  # BN statistics: G's (sized lazily)
+            mine.resize_as_(theirs).copy_(theirs)
+
+    @property
+    def G_final(self) -> nn.Module:
+        """The generator a checkpoint exports for sampling: the average when there is one."""
+        return self.G if self.G_ema is None else self.G_ema
+
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        state = {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.G_ema is not None:
+            if "G_ema" not in state:
+                raise ValueError("the checkpoint to resume has no averaged generator (G_ema) but train.ema > 0: "
+                                 "resume with the ema it was started with, or start the level afresh")
+            self.G_ema.load_state_dict(state["G_ema"])
 
 
 class Discriminators(nn.Module):

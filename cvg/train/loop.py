@@ -260,6 +260,7 @@ def train_level(
             draws = level.draws(step, t.d_steps, t.batch_size, local, frames_out, pairs=1)
             loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws)
         step += 1
+        level.update_ema(step)
         steps_done += 1
         losses = torch.stack([loss_d.float(), loss_g.float()])
         if not torch.isfinite(losses).all():
@@ -296,8 +297,9 @@ def train_level(
     if rank == 0:
         save_atomic(
             {
-                "G": level.G.state_dict(),
+                "G": level.G_final.state_dict(),
                 "D": level.D.state_dict(),
+                "ema": t.ema,
                 "index": index,
                 "n_classes": n_classes,
                 "step": step,
@@ -315,15 +317,16 @@ def write_sample_grid(level: Level, frozen: CascadeSampler | None, path: Path, n
     """Fixed-noise samples of the level being trained (with the frozen levels' outputs above)."""
     gen = torch.Generator().manual_seed(1234)
     label = (torch.arange(n) % n_classes).to(device) if n_classes else None
-    was_training = level.G.training
-    level.G.eval()
+    g = level.G_final
+    was_training = g.training
+    g.eval()
     try:
         if frozen is None:
-            videos = [level.G(torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
+            videos = [g(torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
         else:
             lower, _ = frozen.sample(n, labels=label, generator=gen)
             cond = lower[-1][:, :, : level.spec.window]
-            videos = [cond, level.G(cond, torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
+            videos = [cond, g(cond, torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
         write_grid(videos, path)
     finally:
-        level.G.train(was_training)
+        g.train(was_training)
