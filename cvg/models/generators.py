@@ -112,7 +112,9 @@ class UpsamplingGenerator(nn.Module):
     ):
         super().__init__()
         self.in_resolution, self.resolution, self.temporal_factor, self.z_dim = in_resolution, resolution, temporal_factor, z_dim
-        self.refine = refine
+        # refine: a ReZero-style gate on the correction: an untrained refining level *is* the naive
+        # upsampling, and learns how far to depart from it
+        self.refine_gain = nn.Parameter(torch.zeros(())) if refine else None
         widths = [ch * m for m in mults]
         size = start_resolution(resolution, len(mults))
         self.stem = LatentStem(z_dim, n_classes, emb_dim, widths[0], size)
@@ -129,15 +131,6 @@ class UpsamplingGenerator(nn.Module):
                 index += 1
                 cin = width
         self.head = OutputHead(cin, cond_dim)
-        if refine:
-            # the correction's last conv starts at zero, so an untrained refining level *is* the naive
-            # upsampling; it is not spectrally normalised (a zero map has no singular value to divide
-            # by) because how far to depart from the naive upsampling is what the level learns. A
-            # learned scalar gate on an SN head instead capped the correction at ~lr x steps and the
-            # level barely left bilinear (README, "The demo").
-            self.head.conv = nn.Conv2d(cin, 3, 3, padding=1)
-            nn.init.zeros_(self.head.conv.weight)
-            nn.init.zeros_(self.head.conv.bias)
 
     def forward(self, cond_video: torch.Tensor, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         frames = cond_video.shape[2] * self.temporal_factor
@@ -149,7 +142,7 @@ class UpsamplingGenerator(nn.Module):
             if proj is not None:
                 size = x.shape[-1]
                 x = x + proj(F.interpolate(repeated, size=(frames, size, size), mode="nearest"))
-        if self.refine:  # a correction, in tanh's logit space, of the naive upsampling of x^{l-1}
+        if self.refine_gain is not None:  # a correction, in tanh's logit space, of the naive upsampling of x^{l-1}
             base = naive_upsample(cond_video, self.temporal_factor, self.resolution // self.in_resolution)
-            return torch.tanh(self.head.logits(x, cond) + torch.atanh(base.clamp(-REFINE_CLAMP, REFINE_CLAMP)))
+            return torch.tanh(self.refine_gain * self.head.logits(x, cond) + torch.atanh(base.clamp(-REFINE_CLAMP, REFINE_CLAMP)))
         return self.head(x, cond)
