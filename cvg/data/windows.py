@@ -12,28 +12,26 @@ on (seed, e, i); call ``set_epoch`` as with a DistributedSampler.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from cvg.config import Config
+from cvg.data.shards import read_index
 from cvg.pyramid import to_unit_range, window_bounds
 
 
 class PyramidWindows(Dataset):
     def __init__(self, config: Config, index_path: str | os.PathLike, level: int, split: str = "train", seed: int = 0):
-        index = pd.read_csv(index_path, keep_default_na=False)
+        index = read_index(index_path)
         index = index[index["split"] == split].reset_index(drop=True)
         if index.empty:
             raise ValueError(f"{index_path}: no clips in split {split!r}")
         self.spec = config.level(level)
         self.prev = config.level(level - 1) if level > 1 else None
-        base = Path(index_path).parent
-        self.shards = [str(p if Path(p).is_absolute() or Path(p).exists() else base / p) for p in index["shard"]]
+        self.shards = list(index["shard"])
         self.rows = index["row"].to_numpy()
         self.labels = index["label"].to_numpy()
         self.seed = seed

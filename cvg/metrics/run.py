@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cvg.config import Config
+from cvg.data.shards import read_index
 from cvg.metrics.frechet import frechet_from_samples, inception_score
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
@@ -43,7 +44,7 @@ def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int,
 
 
 def _split_rows(index_path: str | os.PathLike, split: str, n: int) -> pd.DataFrame:
-    index = pd.read_csv(index_path, keep_default_na=False)
+    index = read_index(index_path)
     rows = index[index["split"] == split].head(n)
     if rows.empty:
         raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
