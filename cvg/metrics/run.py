@@ -51,9 +51,11 @@ def _split_rows(index_path: str | os.PathLike, split: str, n: int) -> pd.DataFra
     return rows
 
 
-def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int, level: int | None = None):
-    """The first ``n`` clips of a split, ``frames`` frames of pyramid ``level`` (default: the top), in batches."""
-    rows = _split_rows(index_path, split, n)
+def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int, level: int | None = None,
+                 rows: pd.DataFrame | None = None):
+    """The first ``n`` clips of a split (or the given index ``rows``), ``frames`` frames of
+    pyramid ``level`` (default: the top), in batches."""
+    rows = _split_rows(index_path, split, n) if rows is None else rows
     dataset = f"level{level or len(config.levels)}"
     files: dict[str, h5py.File] = {}
 
@@ -70,8 +72,9 @@ def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: i
 def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 level-1 clips, labels) of the first ``n`` clips of a split: the inputs of the
     ``*_on_real`` sample variants."""
-    batches, count = real_batches(config, index_path, split, n, config.level(1).frames, n, level=1)
-    return next(batches), _split_rows(index_path, split, n)["label"].to_numpy(np.int64)
+    rows = _split_rows(index_path, split, n)
+    batches, _ = real_batches(config, index_path, split, n, config.level(1).frames, n, level=1, rows=rows)
+    return next(batches), rows["label"].to_numpy(np.int64)
 
 
 def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
