@@ -87,7 +87,7 @@ def test_index_reads_from_anywhere_after_the_results_tree_moves(tmp_path, clip_m
 
     copy_video(clip_mp4, tmp_path / "videos" / "train" / "good" / "a.mp4")
     cfg = tiny_config(tmp_path / "videos")
-    _, index = ingest(cfg, tmp_path / "out")
+    ingest(cfg, tmp_path / "out")
     stored = pd.read_csv(tmp_path / "out" / "index.csv")["shard"]
     assert not any(p.startswith("/") for p in stored)
     moved = tmp_path / "moved" / "data"
