@@ -227,7 +227,8 @@ def read_index(index_path: str | os.PathLike) -> pd.DataFrame:
     def resolve(p: str) -> str:
         return p if Path(p).is_absolute() or (not (base / p).exists() and Path(p).exists()) else str(base / p)
 
-    index["shard"] = [resolve(p) for p in index["shard"]]
+    resolved = {p: resolve(p) for p in index["shard"].unique()}  # a few file checks per shard, not per clip
+    index["shard"] = index["shard"].map(resolved)
     return index
 
 
