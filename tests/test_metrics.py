@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvg.metrics.frechet import frechet_distance, frechet_from_samples, inception_score
+from cvg.metrics.frechet import frechet_distance, frechet_from_samples, frechet_in_sample_space, inception_score, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,29 @@ def test_frechet_safeguard_for_singular_covariances():
     x, y = rng.normal(size=(20, 64)), rng.normal(size=(20, 64))  # fewer samples than dimensions
     d = frechet_from_samples(x, y)
     assert np.isfinite(d) and d > 0
+
+
+@pytest.mark.parametrize("n, dim", [(48, 400), (300, 32)])
+def test_frechet_in_sample_space_equals_sqrtm(n, dim):
+    # fewer clips than dimensions (the demo's 48 clips, 400 logits) and more
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    y = 1.5 * rng.normal(size=(n + 7, dim)) + 0.3
+    assert frechet_in_sample_space(x, y) == pytest.approx(frechet_from_samples(x, y), rel=1e-6)
+
+
+def test_paired_bootstrap_interval():
+    rng = np.random.default_rng(4)
+    ref, base = rng.normal(size=(60, 40)), rng.normal(size=(48, 40))
+    same = paired_bootstrap(base, base.copy(), ref, n_boot=50)
+    assert same["delta"] == 0 and same["ci_low"] == same["ci_high"] == 0 and same["p_better"] == 0
+    # a paired model that is the baseline pushed away from the reference: worse in every resample
+    worse = paired_bootstrap(base + 0.3, base, ref, n_boot=200)
+    assert 0 < worse["ci_low"] < worse["delta"] < worse["ci_high"] and worse["p_better"] == 0
+    better = paired_bootstrap(base, base + 0.3, ref, n_boot=200)
+    assert better["delta"] == pytest.approx(-worse["delta"]) and better["p_better"] == 1
+    with pytest.raises(ValueError, match="same shape"):
+        paired_bootstrap(base[:10], base, ref)
 
 
 def test_inception_score_bounds():
@@ -191,3 +214,14 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
         fvd = rows.set_index(["model", "metric"])["value"]
         assert fvd[("cascade", "FVD")] < 1e-3 * fvd[("real:test", "FVD")]
         assert (tmp_path / "cache" / f"real_train_12_{frames}f.npz").exists()
+
+    # paired differences: the same clips against a noised copy scored on the same rows
+    noisy = np.clip(clips[:12].astype(int) + rng.integers(-60, 61, clips[:12].shape), 0, 255).astype(np.uint8)
+    with h5py.File(tmp_path / "noisy.h5", "w") as h5:
+        h5["level2"] = noisy
+    evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5"), "bilinear_level1": str(tmp_path / "noisy.h5")},
+             tmp_path / "m.csv", tmp_path / "cache", paired_csv=tmp_path / "paired.csv", n_boot=20)
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    assert len(paired) == 2 * 2  # 2 lengths x (FVD, FID) for the one pair present
+    assert set(paired["model"]) == {"cascade"} and set(paired["baseline"]) == {"bilinear_level1"}
+    assert (paired["delta"] < 0).all() and (paired["ci_low"] <= paired["delta"]).all() and (paired["n_samples"] == 12).all()

@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 
 from cvg.config import Config
-from cvg.data.shards import read_index
-from cvg.metrics.frechet import frechet_from_samples, inception_score
+from cvg.data.shards import atomic_csv, read_index
+from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
+PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]
+# model -> the baselines its samples are paired with (same level-1 noise, or the same real level-1 clips)
+PAIRS = {
+    "cascade": ("untrained_upsampling", "bilinear_level1"),
+    "cascade_on_real_level1": ("bilinear_on_real_level1",),
+}
 
 
 def eval_lengths(config: Config) -> list[int]:
@@ -105,10 +111,29 @@ def score_rows(model: str, level, frames: int, resolution: int, logits, features
     ]
 
 
+def paired_rows(outputs: dict[str, tuple[np.ndarray, np.ndarray]], ref: tuple[np.ndarray, np.ndarray], frames: int,
+                n_boot: int, seed: int = 0) -> list[dict]:
+    """FVD / FID differences (model minus baseline, negative: the model is closer to the real
+    clips) with bootstrap intervals, for every pair of ``PAIRS`` present in ``outputs``
+    ({model: (logits, features)})."""
+    rows = []
+    for model, baselines in PAIRS.items():
+        for baseline in baselines:
+            if model not in outputs or baseline not in outputs:
+                continue
+            for metric, k in (("FVD", 0), ("FID", 1)):
+                stats = paired_bootstrap(outputs[model][k], outputs[baseline][k], ref[k], n_boot, seed)
+                rows.append({"model": model, "baseline": baseline, "frames": frames, "metric": metric, **stats,
+                             "n_samples": len(outputs[model][k])})
+    return rows
+
+
 def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, str], out_csv: str | os.PathLike,
-             cache_dir: str | os.PathLike, device: str = "cpu") -> pd.DataFrame:
+             cache_dir: str | os.PathLike, device: str = "cpu", paired_csv: str | os.PathLike | None = None,
+             n_boot: int = 1000) -> pd.DataFrame:
     """Score every ``samples`` {model name: HDF5} at the top level, plus the held-out real
-    split (the floor), against the real split's I3D statistics (cached per protocol)."""
+    split (the floor), against the real split's I3D statistics (cached per protocol); with
+    ``paired_csv``, also the paired differences of ``PAIRS`` with bootstrap intervals."""
     import torch
 
     from cvg.metrics.i3d import load_i3d
@@ -119,7 +144,7 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     for path in samples.values():  # too-short samples fail here, before any I3D work
         sample_batches(path, len(config.levels), max(lengths), batch)
     model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
-    rows = []
+    rows, paired = [], []
     for frames in lengths:
         proto = protocol_name(config, frames)
         cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_{frames}f.npz"
@@ -130,13 +155,14 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
             held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
                           Path(cache_dir) / f"real_{split}_{m['n_real']}_{frames}f.npz")
             rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
+        outputs = {}
         for name, path in samples.items():
-            logits, features = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f")
-            rows += score_rows(name, len(config.levels), frames, top.resolution, logits, features, ref_l, ref_f, m["is_splits"], proto)
+            outputs[name] = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f")
+            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], proto)
+        if paired_csv is not None:
+            paired += paired_rows(outputs, (ref_l, ref_f), frames, n_boot)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out_csv)
+    if paired_csv is not None:  # written first: metrics.csv is the rule's completion marker
+        atomic_csv(pd.DataFrame(paired, columns=PAIRED_COLUMNS), paired_csv)
+    atomic_csv(table, out_csv)
     return table

@@ -17,6 +17,7 @@ rule metrics:
         index="results/{dataset}/data/index.csv",
     output:
         report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
+        paired=report("results/{dataset}/metrics_paired.csv", category="Metrics", caption="../report/metrics_paired.rst"),
     params:
         config=config_file,
         settings=lambda wc: json.dumps(exp(wc).raw["metrics"], sort_keys=True),
@@ -26,8 +27,8 @@ rule metrics:
     log:
         "results/{dataset}/logs/metrics.log",
     shell:
-        "cvg metrics --config {params.config} --index {input.index} --out {output} --cache {params.cache}"
-        " --samples {params.samples} > {log} 2>&1"
+        "cvg metrics --config {params.config} --index {input.index} --out {output[0]} --paired {output.paired}"
+        " --cache {params.cache} --samples {params.samples} > {log} 2>&1"
 
 
 rule psd:
