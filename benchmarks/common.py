@@ -29,14 +29,24 @@ def report(name: str, rows: list[dict]) -> Path:
         print("  ".join(_fmt(r[k]).ljust(widths[k]) for k in keys))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    old_rows, old_keys = [], []
+    if path.exists():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            old_keys, old_rows = list(reader.fieldnames or []), list(reader)
+    if old_keys and all(k in old_keys for k in keys):  # same columns: append
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=old_keys).writerows(rows)
+        return path
+    # new columns (a script that now measures more): rewrite with the union, old rows blank there
+    fields = old_keys + [k for k in keys if k not in old_keys]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(old_rows + rows)
+    tmp.replace(path)
     return path
-
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -107,14 +107,16 @@ def main() -> None:
         for model in models:
             cmd = [sys.executable, __file__, "--preset", args.preset, "--width", str(args.width), "--device", args.device, "--worker", model, str(frames)]
             out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                rows.append({"model": model, "output_frames": frames, "trained_frames": -1, "peak_MB": float("nan")})
-                print(f"{model} @ {frames}: failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            if out.returncode != 0:  # out of device memory is a result (the baseline's, at paper width), not a crash
+                status = "out of memory" if "OutOfMemoryError" in out.stderr or "out of memory" in out.stderr else "failed"
+                rows.append({"model": model, "output_frames": frames, "trained_frames": -1, "peak_MB": float("nan"), "status": status})
+                print(f"{model} @ {frames}: {status}: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "status": "ok"})
         cascade = max(r["peak_MB"] for r in rows if r["output_frames"] == frames and r["model"] != "baseline")
         baseline = next(r["peak_MB"] for r in rows if r["output_frames"] == frames and r["model"] == "baseline")
-        rows.append({"model": "cascade(max level)/baseline", "output_frames": frames, "trained_frames": frames, "peak_MB": cascade / baseline})
+        rows.append({"model": "cascade(max level)/baseline", "output_frames": frames, "trained_frames": frames, "peak_MB": cascade / baseline,
+                     "status": "ratio"})
     report("memory_scaling", [{"preset": args.preset, "width": args.width, "device": args.device, **r} for r in rows])
 
 

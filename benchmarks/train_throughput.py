@@ -1,9 +1,14 @@
 """Training throughput per level: one step = ``d_steps`` discriminator updates + one generator
 update on random tensors of the level's training shapes (data loading excluded).
-samples/s counts real clips consumed (batch x d_steps per step).
+samples/s counts real clips consumed (batch x d_steps per step). FLOPs of one step are counted
+by torch's FlopCounterMode (convolutions and matrix products, forward and backward, spectral-norm
+power iterations included) on the warm-up step; achieved TFLOP/s is set against the device's
+dense peak where it is known: bf16 tensor-core peak for bf16 rows, TF32 for fp32 rows (cuDNN
+runs fp32 convolutions in TF32 by default). On CUDA the peak allocated memory of the timed steps
+is reported too.
 
     python benchmarks/train_throughput.py --presets tiny demo --batch 8
-    python benchmarks/train_throughput.py --presets bdd256 --width 0.125 --device cuda --precision bf16
+    python benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 16 --device cuda --precision bf16 --compile
 """
 
 from __future__ import annotations
@@ -33,8 +38,26 @@ def config_for(preset_name: str, width: float, batch: int, precision: str):
     })
 
 
-def measure(cfg, index: int, batch: int, device: str, steps: int) -> dict:
+# dense (no sparsity) tensor-core peaks in FLOP/s, from the vendors' data sheets: {name fragment: {precision: peak}}
+PEAKS = {
+    "H100": {"bf16": 989.4e12, "fp32": 494.7e12},  # SXM; fp32 rows run convolutions in TF32
+    "H200": {"bf16": 989.4e12, "fp32": 494.7e12},
+    "A100": {"bf16": 312e12, "fp32": 156e12},
+}
+
+
+def device_peak(device: str, precision: str) -> float | None:
     import torch
+
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peaks[precision] for key, peaks in PEAKS.items() if key in name), None)
+
+
+def measure(cfg, index: int, batch: int, device: str, steps: int, compile_: bool = False) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from cvg.train.level import Level
 
@@ -54,16 +77,28 @@ def measure(cfg, index: int, batch: int, device: str, steps: int) -> dict:
                 level.update_D(real, cond, cond, label, level.draws(i, sub, batch, slice(0, batch), spec.window_out, 2))
             level.update_G(cond, label, level.draws(i, t.d_steps, batch, slice(0, batch), spec.window_out, 1))
 
-    step(0)  # warm-up
+    counter = FlopCounterMode(display=False)
+    with counter:  # warm-up, counted before any compilation (the counter does not see inside compiled graphs)
+        step(0)
+    flops = counter.get_total_flops()
+    if compile_:
+        level.compile()
+        step(0)  # compilation
     if dev.type == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for i in range(steps):
         step(i + 1)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
-    return {"level": index, "shape": f"{spec.window_out}/{spec.resolution}", "s_per_step": seconds, "samples_per_s": batch * t.d_steps / seconds}
+    achieved = flops / seconds
+    peak = device_peak(device, t.precision)
+    return {"level": index, "shape": f"{spec.window_out}/{spec.resolution}", "compile": compile_, "s_per_step": seconds,
+            "samples_per_s": batch * t.d_steps / seconds, "gflop_per_step": flops / 1e9, "tflop_per_s": achieved / 1e12,
+            "peak_fraction": float("nan") if peak is None else achieved / peak,
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")}
 
 
 def main() -> None:
@@ -74,6 +109,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile G and D, as train.compile does on CUDA")
+    parser.add_argument("--levels", type=int, nargs="+", help="only these levels (default: all)")
     args = parser.parse_args()
 
     from benchmarks.common import report
@@ -82,8 +119,10 @@ def main() -> None:
     for name in args.presets:
         cfg = config_for(name, args.width, args.batch, args.precision)
         for lv in cfg.levels:
+            if args.levels and lv.index not in args.levels:
+                continue
             rows.append({"preset": name, "width": args.width, "batch": args.batch, "device": args.device, "precision": args.precision,
-                         **measure(cfg, lv.index, args.batch, args.device, args.steps)})
+                         **measure(cfg, lv.index, args.batch, args.device, args.steps, args.compile)})
     report("train_throughput", rows)
 
 

@@ -1,8 +1,10 @@
 """Long-video unrolling: frames/s and peak memory of sampling one video of growing length
 through a trained-shape cascade (chunked unrolling), one fresh subprocess per length.
-On CPU the memory figure is the growth of peak RSS over the sampling call.
+On CPU the memory figure is the growth of peak RSS over the sampling call; on CUDA it is the
+peak memory allocated by torch during the call.
 
     python benchmarks/unroll.py --preset demo --lengths 48 96 240 480 1000
+    python benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 96 240 480 1000
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run_point(preset_name: str, frames: int, chunk: int) -> dict:
+def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", width: float = 1.0) -> dict:
     import torch
 
     from benchmarks.train_throughput import config_for
@@ -26,26 +28,35 @@ def run_point(preset_name: str, frames: int, chunk: int) -> dict:
     from cvg.sample import CascadeSampler
 
     torch.manual_seed(0)
-    cfg = config_for(preset_name, 1.0, 2, "fp32")
-    preset = get_preset(preset_name)
-    gens = [build_generator(preset, cfg.levels, lv.index, 4) for lv in cfg.levels]
+    cfg = config_for(preset_name, width, 2, "fp32")
+    preset = get_preset(preset_name, width)
+    dev = torch.device(device)
+    gens = [build_generator(preset, cfg.levels, lv.index, 4).to(dev) for lv in cfg.levels]
     for lv, g in zip(cfg.levels, gens):  # a few training-mode passes give the norms statistics
         with torch.no_grad():
-            z, label = torch.randn(2, preset.z_dim), torch.zeros(2, dtype=torch.long)
+            z, label = torch.randn(2, preset.z_dim, device=dev), torch.zeros(2, dtype=torch.long, device=dev)
             if lv.index == 1:
                 g(z, label)
             else:
                 prev = cfg.level(lv.index - 1)
-                g(torch.rand(2, 3, lv.window, prev.resolution, prev.resolution), z, label)
-    sampler = CascadeSampler(cfg, gens)
+                g(torch.rand(2, 3, lv.window, prev.resolution, prev.resolution, device=dev), z, label)
+    sampler = CascadeSampler(cfg, gens, device=dev)
     scale = cfg.top.frames // cfg.level(1).frames
     level1_frames = max(1, frames // scale)
     sampler.prepare_norms("stationary", 0, level1_frames, 1)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
     videos, _ = sampler.sample(1, level1_frames=level1_frames, chunk=chunk, uint8_top=True)
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
     out = videos[-1].shape[2]
     return {"frames": out, "resolution": videos[-1].shape[-1], "chunk": chunk, "seconds": seconds, "frames_per_s": out / seconds, "peak_MB": peak / 2**20}
 
@@ -55,17 +66,21 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--lengths", type=int, nargs="+", default=[48, 96, 240, 480, 1000])
     parser.add_argument("--chunk", type=int, default=8, help="conditioning frames per chunk")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--width", type=float, default=1.0, help="channel-width multiplier of the preset")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_point(args.preset, args.worker, args.chunk)))
+        print(json.dumps(run_point(args.preset, args.worker, args.chunk, args.device, args.width)))
         return
     from benchmarks.common import report
 
     rows = []
     for frames in args.lengths:
-        out = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--chunk", str(args.chunk), "--worker", str(frames)], capture_output=True, text=True, check=True)
-        rows.append({"preset": args.preset, **json.loads(out.stdout.strip().splitlines()[-1])})
+        cmd = [sys.executable, __file__, "--preset", args.preset, "--chunk", str(args.chunk), "--device", args.device,
+               "--width", str(args.width), "--worker", str(frames)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append({"preset": args.preset, "width": args.width, "device": args.device, **json.loads(out.stdout.strip().splitlines()[-1])})
     report("unroll", rows)
 
 

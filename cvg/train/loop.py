@@ -224,7 +224,7 @@ def train_level(
         level.G_run = DDP(level.G, device_ids=ids, broadcast_buffers=False)
         level.D_run = DDP(level.D_run, device_ids=ids, broadcast_buffers=False)
     if t.compile and dev.type == "cuda":
-        level.G_run, level.D_run = torch.compile(level.G_run), torch.compile(level.D_run)
+        level.compile()
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
 
     local = slice(rank * stream.local, (rank + 1) * stream.local)
