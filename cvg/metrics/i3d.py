@@ -149,6 +149,10 @@ class I3D(nn.Module):
             raise ValueError(f"I3D expects (B, 3, T, H, W), got {tuple(video.shape)}")
         if video.shape[2] < MIN_FRAMES:
             raise ValueError(f"I3D needs at least {MIN_FRAMES} frames (16 is the FVD convention), got {video.shape[2]}")
+        with exact_fp32_convolutions():
+            return self._forward(video)
+
+    def _forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv1(video)
         x = max_pool_same(x, (1, 3, 3), (1, 2, 2))
         x = self.conv2c(self.conv2b(x))
@@ -163,6 +167,14 @@ class I3D(nn.Module):
         pooled = F.avg_pool3d(x, (2, 7, 7), stride=1)  # VALID
         logits = self.logits(pooled).mean(dim=(2, 3, 4))
         return logits, features
+
+
+def exact_fp32_convolutions():
+    """cuDNN runs fp32 convolutions in TF32 on Ampere and later GPUs by default (10-bit mantissa);
+    a metric network must give the same numbers on every device, so its convolutions run in full
+    fp32 whatever the caller's setting."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False)
 
 
 def _unit_weights(weights: dict, prefix: str, unit: Unit3D) -> None:
