@@ -25,6 +25,7 @@ rule all:
     default_target: True
     input:
         "results/demo/metrics.csv",
+        "results/demo/metrics_paired.csv",
         "results/demo/samples/grid.mp4",
         "results/demo/psd.svg",
         "results/demo/train/losses.svg",

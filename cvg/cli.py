@@ -127,15 +127,11 @@ def cmd_metrics(args) -> int:
 
     cfg = _config(args.config)
     samples = dict(item.split("=", 1) for item in args.samples)
-    table = evaluate(cfg, args.index, samples, args.out, args.cache, args.device or "cpu", args.paired, args.n_boot)
-    print(table.pivot_table(index="model", columns="metric", values="value").to_string(float_format=lambda v: f"{v:.3f}"))
-    if args.paired:
-        import pandas as pd
-
-        paired = pd.read_csv(args.paired)
-        if not paired.empty:
-            print("paired differences (model - baseline; negative: the model is closer to the real clips):")
-            print(paired.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table = evaluate(cfg, args.index, samples, args.out, args.cache, args.device or "cpu", args.paired, args.n_boot, args.markdown)
+    if args.markdown:
+        print(Path(args.markdown).read_text())
+    else:
+        print(table.pivot_table(index="model", columns="metric", values="value").to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
@@ -244,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", help="CSV of FVD / FID differences of the cascade and its paired baselines, "
                                     "with bootstrap intervals over the scored clips")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for --paired (default 1000)")
+    p.add_argument("--markdown", help="the table (and paired differences with a verdict each) as Markdown")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.set_defaults(func=cmd_metrics)
 

@@ -83,10 +83,13 @@ def render(number: int, metrics_paths: dict[str, str], out_csv: str | os.PathLik
     for path in (out_csv, out_md):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    body = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in table.itertuples(index=False))
-    Path(out_md).write_text(f"# {spec['title']}\n\n{header}{body}")
+    Path(out_md).write_text(f"# {spec['title']}\n\n{markdown_table(table)}")
     return table
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, table.columns)) + " |\n|" + "---|" * len(table.columns) + "\n"
+    return header + "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in table.itertuples(index=False))
 
 
 def _cell(value) -> str:

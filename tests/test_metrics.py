@@ -220,8 +220,15 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "noisy.h5", "w") as h5:
         h5["level2"] = noisy
     evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5"), "bilinear_level1": str(tmp_path / "noisy.h5")},
-             tmp_path / "m.csv", tmp_path / "cache", paired_csv=tmp_path / "paired.csv", n_boot=20)
+             tmp_path / "m.csv", tmp_path / "cache", paired_csv=tmp_path / "paired.csv", n_boot=20, markdown=tmp_path / "m.md")
     paired = pd.read_csv(tmp_path / "paired.csv")
     assert len(paired) == 2 * 2  # 2 lengths x (FVD, FID) for the one pair present
     assert set(paired["model"]) == {"cascade"} and set(paired["baseline"]) == {"bilinear_level1"}
     assert (paired["delta"] < 0).all() and (paired["ci_low"] <= paired["delta"]).all() and (paired["n_samples"] == 12).all()
+    # the Markdown table says, per pair, whether the model beat its baseline
+    text = (tmp_path / "m.md").read_text()
+    assert "| bilinear_level1 | 12 |" in text and "| cascade | bilinear_level1 | 9 | FVD |" in text
+    from cvg.metrics.run import verdict
+
+    assert text.count("| better |") == (paired["ci_high"] < 0).sum() > 0
+    assert [verdict(-2, -1), verdict(-1, 1), verdict(1, 2)] == ["better", "no significant difference", "worse"]

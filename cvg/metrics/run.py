@@ -128,12 +128,39 @@ def paired_rows(outputs: dict[str, tuple[np.ndarray, np.ndarray]], ref: tuple[np
     return rows
 
 
+def verdict(ci_low: float, ci_high: float) -> str:
+    """What a paired interval says of model vs baseline (negative differences: the model is better)."""
+    if ci_high < 0:
+        return "better"
+    if ci_low > 0:
+        return "worse"
+    return "no significant difference"
+
+
+def metrics_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
+    """The metric table (one row per model and length) and, when given, the paired differences
+    with their verdict: the table says whether the cascade beat its baselines."""
+    from cvg.tables import markdown_table
+
+    wide = table.pivot_table(index=["model", "frames"], columns="metric", values="value", sort=False).reset_index()
+    wide = wide[["model", "frames"] + [m for m in ("FVD", "FID", "IS", "IS_std") if m in wide.columns]]
+    text = f"# Metrics\n\n{table['protocol'].iloc[0]}, {int(table['n_samples'].iloc[0])} clips per row\n\n{markdown_table(wide)}"
+    if paired is not None and not paired.empty:
+        rows = paired.assign(verdict=[verdict(lo, hi) for lo, hi in zip(paired["ci_low"], paired["ci_high"])])
+        rows = rows[["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "verdict"]]
+        text += ("\n## Paired differences (model - baseline; negative: closer to the real clips)\n\n"
+                 f"95 % bootstrap intervals over the scored clips ({int(paired['n_boot'].iloc[0])} resamples); "
+                 "training-run variance is not included.\n\n" + markdown_table(rows))
+    return text
+
+
 def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, str], out_csv: str | os.PathLike,
              cache_dir: str | os.PathLike, device: str = "cpu", paired_csv: str | os.PathLike | None = None,
-             n_boot: int = 1000) -> pd.DataFrame:
+             n_boot: int = 1000, markdown: str | os.PathLike | None = None) -> pd.DataFrame:
     """Score every ``samples`` {model name: HDF5} at the top level, plus the held-out real
     split (the floor), against the real split's I3D statistics (cached per protocol); with
-    ``paired_csv``, also the paired differences of ``PAIRS`` with bootstrap intervals."""
+    ``paired_csv``, also the paired differences of ``PAIRS`` with bootstrap intervals; with
+    ``markdown``, both as Markdown with a verdict per pair."""
     import torch
 
     from cvg.metrics.i3d import load_i3d
@@ -162,7 +189,10 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
         if paired_csv is not None:
             paired += paired_rows(outputs, (ref_l, ref_f), frames, n_boot)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    if paired_csv is not None:  # written first: metrics.csv is the rule's completion marker
-        atomic_csv(pd.DataFrame(paired, columns=PAIRED_COLUMNS), paired_csv)
+    paired = pd.DataFrame(paired, columns=PAIRED_COLUMNS) if paired_csv is not None else None
+    if paired is not None:  # written first: metrics.csv is the rule's completion marker
+        atomic_csv(paired, paired_csv)
+    if markdown is not None:
+        Path(markdown).write_text(metrics_markdown(table, paired))
     atomic_csv(table, out_csv)
     return table

@@ -18,6 +18,7 @@ rule metrics:
     output:
         report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
         paired=report("results/{dataset}/metrics_paired.csv", category="Metrics", caption="../report/metrics_paired.rst"),
+        markdown=report("results/{dataset}/metrics.md", category="Metrics", caption="../report/metrics.rst"),
     params:
         config=config_file,
         settings=lambda wc: json.dumps(exp(wc).raw["metrics"], sort_keys=True),
@@ -28,6 +29,7 @@ rule metrics:
         "results/{dataset}/logs/metrics.log",
     shell:
         "cvg metrics --config {params.config} --index {input.index} --out {output[0]} --paired {output.paired}"
+        " --markdown {output.markdown}"
         " --cache {params.cache} --samples {params.samples} > {log} 2>&1"
 
 
