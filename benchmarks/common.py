@@ -48,5 +48,6 @@ def report(name: str, rows: list[dict]) -> Path:
     tmp.replace(path)
     return path
 
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)

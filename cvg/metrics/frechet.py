@@ -68,8 +68,8 @@ def paired_bootstrap(model: np.ndarray, baseline: np.ndarray, reference: np.ndar
     ``model`` and ``baseline`` rows are paired (sample i of both comes from the same noise or the
     same real input), so each resample draws the same row indices for both, and an independent
     set of reference rows shared by the two: the interval is the uncertainty of the *difference*
-    due to which clips were scored, much narrower than that of either score. It says nothing of
-    training-run variance, which only retraining measures.
+    due to which clips were scored. It says nothing of training-run variance, which only
+    retraining measures.
     """
     if model.shape != baseline.shape:
         raise ValueError(f"paired sets must have the same shape, got {model.shape} and {baseline.shape}")
