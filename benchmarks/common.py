@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import platform
+import resource
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,28 @@ def git_version() -> str:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@contextlib.contextmanager
+def peak_memory(device: str):
+    """Peak memory growth over the ``with`` body, in bytes, in the yielded dict's ``"bytes"``:
+    on CUDA torch's peak allocated memory (synchronised), on CPU the growth of the process's
+    peak RSS (so measure each point in a fresh process)."""
+    import torch
+
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = {}
+    yield out
+    if cuda:
+        torch.cuda.synchronize()
+    now = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["bytes"] = now - base
 
 
 def report(name: str, rows: list[dict]) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
     import torch
 
     from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
+    from benchmarks.common import peak_memory
     from cvg.models.presets import build_baseline, build_discriminators, build_generator, get_preset
 
     torch.manual_seed(0)
@@ -63,26 +63,16 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
     def scores(video):
         return [d(video, cond, label) if k == "matching" else d(video, label) for k, d in ds.items()]
 
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with torch.no_grad():
-        fake = fake_fn()
-    opt_d.zero_grad()
-    d_hinge_loss(scores(real), scores(fake)).backward()
-    opt_d.step()
-    opt_g.zero_grad()
-    g_hinge_loss(scores(fake_fn())).backward()
-    opt_g.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"model": model, "output_frames": frames, "trained_frames": out_frames, "peak_MB": peak / 2**20}
+    with peak_memory(device) as peak:
+        with torch.no_grad():
+            fake = fake_fn()
+        opt_d.zero_grad()
+        d_hinge_loss(scores(real), scores(fake)).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        g_hinge_loss(scores(fake_fn())).backward()
+        opt_g.step()
+    return {"model": model, "output_frames": frames, "trained_frames": out_frames, "peak_MB": peak["bytes"] / 2**20}
 
 
 def main() -> None:

