@@ -157,6 +157,7 @@ TRAIN_DEFAULTS = {
     "betas": [0.0, 0.999],
     "d_steps": 2,
     "ema": 0.0,
+    "recon": 0.0,
     "checkpoint_every": 1000,
     "log_every": 50,
     "sample_every": 1000,
@@ -190,6 +191,7 @@ class TrainSpec:
     betas: tuple[float, float]
     d_steps: int
     ema: float
+    recon: float
     checkpoint_every: int
     log_every: int
     sample_every: int

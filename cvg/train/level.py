@@ -97,14 +97,26 @@ class Level:
         self.opt_d.step()
         return loss.detach()
 
-    def update_G(self, fake_cond, label, draws: Draws) -> torch.Tensor:
-        """One generator step; D is frozen (no grads) and called without its DDP wrapper."""
+    def update_G(self, fake_cond, label, draws: Draws, real: torch.Tensor | None = None, real_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """One generator step; D is frozen (no grads) and called without its DDP wrapper.
+
+        With ``train.recon`` > 0 (upsampling levels; not the paper's objective) G also maps the
+        real conditioning windows ``real_cond`` and pays ``recon * |G(z, x^{l-1}) - x^l|``: both
+        halves go through one forward, so the DDP wrapper sees one graph per step."""
+        b = draws.z.shape[0]
+        recon = self.train_spec.recon > 0 and real_cond is not None
         self.D.requires_grad_(False)
         try:
-            fake = self.generate(draws.z, label, fake_cond)
+            if recon:
+                out = self.generate(torch.cat([draws.z, draws.z]), None if label is None else torch.cat([label, label]), torch.cat([fake_cond, real_cond]))
+                fake = out[:b]
+            else:
+                fake = self.generate(draws.z, label, fake_cond)
             loss = g_hinge_loss(self.scores(fake, fake_cond, label, draws.frames, module=self.D_plain))
         finally:
             self.D.requires_grad_(True)
+        if recon:
+            loss = loss + self.train_spec.recon * (out[b:] - real).abs().mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()

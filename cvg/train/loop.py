@@ -258,7 +258,7 @@ def train_level(
                 draws = level.draws(step, sub, t.batch_size, local, frames_out, pairs=2)
                 loss_d = level.update_D(real, real_cond, fake_conditioning(step, sub, label), label, draws)
             draws = level.draws(step, t.d_steps, t.batch_size, local, frames_out, pairs=1)
-            loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws)
+            loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws, real, real_cond)
         step += 1
         level.update_ema(step)
         steps_done += 1
