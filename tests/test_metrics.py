@@ -238,3 +238,23 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
 
     assert text.count("| better |") == (paired["ci_high"] < 0).sum() > 0
     assert [verdict(-2, -1), verdict(-1, 1), verdict(1, 2)] == ["better", "no significant difference", "worse"]
+
+
+def test_sharpen_probe_unsharp_mask():
+    """tools/sharpen_probe.py (behind a README finding): a flat frame is a fixed point, amount 0 is
+    the identity, and a step edge overshoots on both sides, more with a larger amount."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from sharpen_probe import main, unsharp
+
+    flat = np.full((1, 2, 8, 8, 3), 90, np.uint8)
+    assert (unsharp(flat, 2.0, 1.0) == flat).all()
+    step = np.zeros((1, 1, 8, 16, 3), np.uint8)
+    step[..., 8:, :] = 200
+    step[..., :8, :] = 50
+    assert (unsharp(step, 0.0, 1.0) == step).all()
+    mild, strong = unsharp(step, 1.0, 1.0).astype(int), unsharp(step, 2.0, 1.0).astype(int)
+    assert mild[0, 0, 4, 7, 0] < 50 and mild[0, 0, 4, 8, 0] > 200  # dark side darker, bright side brighter
+    assert strong[0, 0, 4, 7, 0] < mild[0, 0, 4, 7, 0] and strong[0, 0, 4, 8, 0] > mild[0, 0, 4, 8, 0]
+    assert (mild[0, 0, :, 0] == 50).all() and (mild[0, 0, :, 15] == 200).all()  # far from the edge: unchanged
+    with pytest.raises(SystemExit):  # a missing reference is named, not a traceback
+        main(["--reference", "/nonexistent/ref.npz", "x.h5"])
