@@ -3,8 +3,8 @@ a fixed unsharp mask (x + amount * (x - gaussian_blur(x, sigma)), per frame) at 
 against the real reference statistics that ``cvg metrics`` cached.
 
 Developer probe behind the README's "The demo" section: on real level-1 clips upsampled
-bilinearly, sharpening lowers FVD; on the cascade's own level-1 samples it raises it, which
-bounds what any upsampling level can win on those samples. After a demo run:
+bilinearly, sharpening lowers FVD; on the cascade's own level-1 samples it raises it, so an
+upsampling level wins little there by adding generic detail. After a demo run:
 
     python tools/sharpen_probe.py results/demo/samples/bilinear.h5 results/demo/samples/bilinear_on_real.h5
 """
