@@ -216,10 +216,10 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     assert sorted(set(table["frames"])) == [9, 12]
     for frames in (9, 12):
         rows = table[table["frames"] == frames]
-        assert set(rows["protocol"]) == {f"i3d-k400(tfhub) {frames}f bilinear224 ref=train:12"}
+        assert set(rows["protocol"]) == {f"i3d-k400(tfhub) {frames}f bilinear224 ref=train:12@seed0"}
         fvd = rows.set_index(["model", "metric"])["value"]
         assert fvd[("cascade", "FVD")] < 1e-3 * fvd[("real:test", "FVD")]
-        assert (tmp_path / "cache" / f"real_train_12_{frames}f.npz").exists()
+        assert (tmp_path / "cache" / f"real_train_12_seed0_{frames}f.npz").exists()
 
     # paired differences: the same clips against a noised copy scored on the same rows
     noisy = np.clip(clips[:12].astype(int) + rng.integers(-60, 61, clips[:12].shape), 0, 255).astype(np.uint8)
@@ -258,3 +258,42 @@ def test_sharpen_probe_unsharp_mask():
     assert (mild[0, 0, :, 0] == 50).all() and (mild[0, 0, :, 15] == 200).all()  # far from the edge: unchanged
     with pytest.raises(SystemExit):  # a missing reference is named, not a traceback
         main(["--reference", "/nonexistent/ref.npz", "x.h5"])
+
+
+def test_real_clips_are_drawn_across_the_whole_split(tmp_path):
+    """The index is grouped by class, so the metrics' real clips are a seeded uniform draw, not
+    its head (which, for the demo, was 2 of 6 classes): every class is represented, the draw is
+    the same on every call, and the held-out clips fed to the *_on_real samples are the ones
+    the floor scores."""
+    import h5py
+    import pandas as pd
+
+    from cvg.config import build_config
+    from cvg.metrics.run import choose_clips, real_batches, real_level1
+    from tests.conftest import tiny_raw_config
+
+    raw = tiny_raw_config(tmp_path / "videos")
+    raw["metrics"] = {"n_real": 30, "heldout_split": "test"}
+    config = build_config(raw)
+    classes, per_class = 6, 40
+    labels = np.repeat(np.arange(classes), per_class)
+    index = pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(len(labels)), "split": "test", "label": labels})
+    index.to_csv(tmp_path / "index.csv", index=False)
+    spec1, top = config.level(1), config.top
+    with h5py.File(tmp_path / "shard.h5", "w") as h5:  # every clip filled with its row number
+        for lv in config.levels:
+            h5[f"level{lv.index}"] = np.broadcast_to((np.arange(len(labels)) % 256).astype(np.uint8)[:, None, None, None, None],
+                                                     (len(labels), lv.frames, lv.resolution, lv.resolution, 3))
+
+    picked = choose_clips(index, 30, seed=0)
+    assert len(picked) == 30 and picked["row"].is_unique and picked["row"].is_monotonic_increasing
+    assert set(picked["label"]) == set(range(classes))  # the head (rows 0-29) is class 0 only
+    assert picked.equals(choose_clips(index, 30, seed=0)) and not picked.equals(choose_clips(index, 30, seed=1))
+    assert choose_clips(index, 500, seed=0).equals(index)
+
+    batches, n = real_batches(config, tmp_path / "index.csv", "test", 30, top.frames, 7)
+    scored = np.concatenate(list(batches))[:, 0, 0, 0, 0]
+    clips, clip_labels = real_level1(config, tmp_path / "index.csv", "test", 30)
+    assert n == 30 and clips.shape == (30, spec1.frames, spec1.resolution, spec1.resolution, 3)
+    assert (clips[:, 0, 0, 0, 0] == scored).all() and (scored == picked["row"].to_numpy() % 256).all()
+    assert (clip_labels == picked["label"].to_numpy()).all()

@@ -32,7 +32,7 @@ def eval_lengths(config: Config) -> list[int]:
 
 def protocol_name(config: Config, frames: int) -> str:
     m = config.raw["metrics"]
-    return f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:{m['n_real']}"
+    return f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
 
 
 def _batches(read, n: int, batch: int):
@@ -49,19 +49,30 @@ def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int,
     return _batches(lambda a, b: data[a:b, :frames], n, batch), n
 
 
-def _split_rows(index_path: str | os.PathLike, split: str, n: int) -> pd.DataFrame:
+def choose_clips(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` clips drawn uniformly without replacement (all of them when there are fewer), kept
+    in index order. Not the first ``n``: the index is grouped by class, so its head would be a
+    few classes only (the demo's first 48 training clips are 2 of its 6 classes)."""
+    if n >= len(rows):
+        return rows
+    picked = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
+    return rows.iloc[picked]
+
+
+def split_rows(config: Config, index_path: str | os.PathLike, split: str, n: int) -> pd.DataFrame:
+    """The real clips of ``split`` that the metrics use: ``n`` chosen with ``metrics.seed``."""
     index = read_index(index_path)
-    rows = index[index["split"] == split].head(n)
+    rows = index[index["split"] == split]
     if rows.empty:
         raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
-    return rows
+    return choose_clips(rows, n, config.raw["metrics"]["seed"])
 
 
 def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int, level: int | None = None,
                  rows: pd.DataFrame | None = None):
-    """The first ``n`` clips of a split (or the given index ``rows``), ``frames`` frames of
-    pyramid ``level`` (default: the top), in batches."""
-    rows = _split_rows(index_path, split, n) if rows is None else rows
+    """``n`` clips of a split chosen by ``split_rows`` (or the given index ``rows``), ``frames``
+    frames of pyramid ``level`` (default: the top), in batches."""
+    rows = split_rows(config, index_path, split, n) if rows is None else rows
     dataset = f"level{level or len(config.levels)}"
     files: dict[str, h5py.File] = {}
 
@@ -76,9 +87,9 @@ def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: i
 
 
 def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 level-1 clips, labels) of the first ``n`` clips of a split: the inputs of the
-    ``*_on_real`` sample variants."""
-    rows = _split_rows(index_path, split, n)
+    """(uint8 level-1 clips, labels) of ``n`` clips of a split (``split_rows``): the inputs of
+    the ``*_on_real`` sample variants."""
+    rows = split_rows(config, index_path, split, n)
     batches, _ = real_batches(config, index_path, split, n, config.level(1).frames, n, level=1, rows=rows)
     return next(batches), rows["label"].to_numpy(np.int64)
 
@@ -174,13 +185,13 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     rows, paired = [], []
     for frames in lengths:
         proto = protocol_name(config, frames)
-        cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_{frames}f.npz"
+        cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_seed{m['seed']}_{frames}f.npz"
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
                               f"I3D real {m['real_split']} {frames}f", cache)
         if m.get("heldout_split"):
             split = m["heldout_split"]
             held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
-                          Path(cache_dir) / f"real_{split}_{m['n_real']}_{frames}f.npz")
+                          Path(cache_dir) / f"real_{split}_{m['n_real']}_seed{m['seed']}_{frames}f.npz")
             rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
         outputs = {}
         for name, path in samples.items():

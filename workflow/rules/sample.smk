@@ -23,6 +23,14 @@ rule sample:
         " --grid {output.mp4} {output.gif} > {log} 2>&1"
 
 
+def baseline_settings(wildcards):
+    """What a baseline's samples depend on: the *_on_real ones also on which held-out clips the metrics choose."""
+    raw = exp(wildcards).raw
+    if wildcards.variant.endswith("_on_real"):
+        return {"sample": raw["sample"], "clips": {k: raw["metrics"][k] for k in ("heldout_split", "seed")}}
+    return raw["sample"]
+
+
 rule sample_baseline:
     """Baselines (untrained upsampling levels, bilinear upsampling of level 1), and the trained /
     bilinear upsampling of real held-out level-1 clips (*_on_real: what the upsampling levels add,
@@ -36,7 +44,7 @@ rule sample_baseline:
         variant="untrained|bilinear|cascade_on_real|bilinear_on_real",
     params:
         config=config_file,
-        settings=lambda wc: json.dumps(exp(wc).raw["sample"], sort_keys=True),
+        settings=lambda wc: json.dumps(baseline_settings(wc), sort_keys=True),
     threads: 2
     log:
         "results/{dataset}/logs/sample/{variant}.log",
