@@ -40,7 +40,7 @@ def unsharp(video: np.ndarray, amount: float, sigma: float) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples", nargs="+", type=Path, help="sample files written by `cvg sample` (HDF5)")
-    parser.add_argument("--reference", type=Path, default=Path("results/demo/metrics.cache/real_train_48_16f.npz"),
+    parser.add_argument("--reference", type=Path, default=Path("results/demo/metrics.cache/real_train_48_seed0_16f.npz"),
                         help="cached real I3D outputs written by `cvg metrics` (default: the demo's)")
     parser.add_argument("--masks", default="1:1,2:1,2:2", help="amount:sigma pairs, comma-separated (default: %(default)s)")
     parser.add_argument("--frames", type=int, default=16, help="frames scored per clip, as the reference (default: %(default)s)")
