@@ -90,16 +90,14 @@ def cmd_sample(args) -> int:
     import h5py
     import torch
 
-    from cvg.sample import build_sampler, level_grid, write_samples
+    from cvg.sample import level_grid, prepared_sampler, write_samples
     from cvg.video_io import encode_video
 
     cfg = _config(args.config)
     s = cfg.raw["sample"]
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    sampler, bilinear = build_sampler(cfg, args.checkpoints, args.variant, device)
+    sampler, bilinear = prepared_sampler(cfg, args.checkpoints, args.variant, device)
     frames1 = s["level1_frames"] or cfg.level(1).frames
-    passes = s["bn_passes"] if s["bn"] == "recompute" or args.variant == "untrained" else 0
-    sampler.prepare_norms("recompute" if passes else "stationary", passes, frames1, s["batch_size"], s["seed"])
     level1 = None
     if args.variant.endswith("_on_real"):
         from cvg.metrics.run import real_level1
@@ -123,15 +121,32 @@ def cmd_sample(args) -> int:
 
 
 def cmd_metrics(args) -> int:
+    import torch
+
     from cvg.metrics.run import evaluate
 
     cfg = _config(args.config)
     samples = dict(item.split("=", 1) for item in args.samples)
-    table = evaluate(cfg, args.index, samples, args.out, args.cache, args.device or "cpu", args.paired, args.n_boot, args.markdown)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    table = evaluate(cfg, args.index, samples, args.out, args.cache, device, args.paired, args.n_boot, args.markdown)
     if args.markdown:
         print(Path(args.markdown).read_text())
     else:
         print(table.pivot_table(index="model", columns="metric", values="value").to_string(float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_per_class(args) -> int:
+    import torch
+
+    from cvg.metrics.per_class import per_class_scores
+    from cvg.sample import prepared_sampler
+
+    cfg = _config(args.config)
+    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    sampler, _ = prepared_sampler(cfg, args.checkpoints, "cascade", device)
+    per_class_scores(cfg, sampler, args.index, args.out, args.cache, args.markdown, device)
+    print(Path(args.markdown).read_text() if args.markdown else Path(args.out).read_text())
     return 0
 
 
@@ -243,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="the table (and paired differences with a verdict each) as Markdown")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("per-class", help="IS / FID / FVD of the class-conditional cascade class by class (appendix E)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="level1.pt ... levelL.pt")
+    p.add_argument("--index", required=True, help="results/NAME/data/index.csv")
+    p.add_argument("--out", required=True, help="CSV: group, class, label, frames, n_samples, n_real, IS, IS_std, FID, FVD, protocol")
+    p.add_argument("--markdown", help="the table beside the paper's numbers, and group means, as Markdown")
+    p.add_argument("--cache", help="folder for cached real-data I3D outputs")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.set_defaults(func=cmd_per_class)
 
     p = sub.add_parser("psd", help="power spectral density of real and generated frames over time (appendix D)")
     p.add_argument("--config", required=True)

@@ -278,6 +278,15 @@ class Config:
     def slurm(self, index: int) -> SlurmSpec:
         return SlurmSpec(**self._merged("slurm", SLURM_DEFAULTS, index))
 
+    def slurm_eval(self) -> SlurmSpec:
+        """Resources of the sampling and metric jobs: one process on one node with at most one
+        GPU (the sampler and I3D use one device), partition, account, CPUs, memory and time as
+        ``slurm.defaults``; ``slurm.eval`` overrides any of them."""
+        sec = self.raw.get("slurm", {})
+        base = {**SLURM_DEFAULTS, **sec.get("defaults", {})}
+        base.update(nodes=1, gpus_per_node=min(1, base["gpus_per_node"]), tasks_per_node=1)
+        return SlurmSpec(**{**base, **sec.get("eval", {})})
+
     @property
     def top(self) -> LevelSpec:
         return self.levels[-1]

@@ -175,6 +175,16 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     return CascadeSampler(config, [first, *fresh], device), False
 
 
+def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> tuple["CascadeSampler", bool]:
+    """``build_sampler`` with BN statistics set as ``sample.bn`` asks (untrained levels always
+    recompute theirs: they have no running statistics of use), ready to sample."""
+    s = config.raw["sample"]
+    sampler, bilinear = build_sampler(config, checkpoints, variant, device)
+    passes = s["bn_passes"] if s["bn"] == "recompute" or variant == "untrained" else 0
+    sampler.prepare_norms("recompute" if passes else "stationary", passes, s["level1_frames"] or config.level(1).frames, s["batch_size"], s["seed"])
+    return sampler, bilinear
+
+
 def to_uint8_frames(video: torch.Tensor):
     from cvg.pyramid import to_uint8
 

@@ -91,3 +91,18 @@ def test_extends_deep_merges_and_ablation_configs_differ_only_where_stated(tmp_p
 def test_paper_configs_use_the_paper_models(name, preset):
     cfg = load_config(REPO / "config" / f"{name}.yaml")
     assert cfg.model.preset == preset and cfg.train(1).batch_size == 512
+
+
+def test_sampling_and_metric_jobs_take_one_gpu_on_one_node():
+    """slurm.eval: the training jobs' partition, account, CPUs and memory, on one node with at
+    most one GPU (sampling and I3D use one device), unless the config says otherwise."""
+    raw = raw_config("bdd100k")
+    cfg = build_config(raw)
+    train, ev = cfg.slurm(1), cfg.slurm_eval()
+    assert train.nodes > 1 and train.gpus_per_node == 8
+    assert (ev.nodes, ev.gpus_per_node, ev.tasks) == (1, 1, 1)
+    assert (ev.partition, ev.account, ev.cpus_per_task, ev.mem_gb) == (train.partition, train.account, train.cpus_per_task, train.mem_gb)
+    raw["slurm"]["eval"] = {"gpus_per_node": 2, "time_min": 30}
+    ev = build_config(raw).slurm_eval()
+    assert (ev.gpus_per_node, ev.time_min) == (2, 30)
+    assert load_config(REPO / "config" / "demo.yaml").slurm_eval().gpus_per_node == 0  # a CPU experiment stays on CPU

@@ -297,3 +297,66 @@ def test_real_clips_are_drawn_across_the_whole_split(tmp_path):
     assert n == 30 and clips.shape == (30, spec1.frames, spec1.resolution, spec1.resolution, 3)
     assert (clips[:, 0, 0, 0, 0] == scored).all() and (scored == picked["row"].to_numpy() % 256).all()
     assert (clip_labels == picked["label"].to_numpy()).all()
+
+
+def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch):
+    """Appendix E: per configured class, samples generated *with that label* are scored against
+    the real clips *of that class* (all of them by default); groups keep their order; errors
+    name an unknown class and refuse an unconditional cascade."""
+    import h5py
+    import pandas as pd
+
+    import cvg.metrics.i3d
+    from cvg.config import build_config
+    from cvg.metrics.extract import i3d_outputs
+    from cvg.metrics.per_class import per_class_scores
+    from cvg.sample import CascadeSampler
+    from tests.conftest import tiny_raw_config
+    from tests.test_sample import tiny_cascade
+
+    _, gens = tiny_cascade(tmp_path)
+    raw = tiny_raw_config(tmp_path / "videos")
+    raw["model"] = {"preset": "tiny"}
+    raw["sample"] = {"level1_frames": 8, "batch_size": 3}  # unrolled: 16 frames at the top
+    raw["metrics"] = {"frames": 12, "batch_size": 4, "is_splits": 2,
+                      "per_class": {"n_samples": 5, "groups": {"moving": ["b", "c"], "still": ["a"]}}}
+    config = build_config(raw)
+    sampler = CascadeSampler(config, gens)
+    sampler.prepare_norms("recompute", 2, 8, 3)
+    labels_drawn = []
+    sample = sampler.sample
+    monkeypatch.setattr(sampler, "sample", lambda *a, **k: (labels_drawn.append(sorted(set(k["labels"].tolist()))), sample(*a, **k))[1])
+
+    rng = np.random.default_rng(0)
+    counts = {"a": 4, "b": 5, "c": 6}
+    names = [name for name, k in counts.items() for _ in range(k)]
+    label_of = {name: i for i, name in enumerate(counts)}
+    brightness = np.array([40 + 80 * label_of[n] for n in names])[:, None, None, None, None]
+    clips = np.clip(brightness + rng.integers(-30, 31, (len(names), 16, 32, 32, 3)), 0, 255).astype(np.uint8)
+    with h5py.File(tmp_path / "shard.h5", "w") as h5:
+        h5["level2"] = clips
+    index = pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(len(names)), "split": "train",
+                          "label": [label_of[n] for n in names], "label_name": names})
+    index.to_csv(tmp_path / "index.csv", index=False)
+    model = CountingI3D(frames=16)
+    monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu": model)
+
+    table = per_class_scores(config, sampler, tmp_path / "index.csv", tmp_path / "pc.csv", tmp_path / "cache", tmp_path / "pc.md")
+    assert list(table["group"]) == ["moving", "moving", "still"] and list(table["class"]) == ["b", "c", "a"]
+    assert list(table["n_real"]) == [5, 6, 4] and set(table["n_samples"]) == {5} and set(table["frames"]) == {12}
+    assert labels_drawn == [[1], [1], [2], [2], [0], [0]]  # 5 samples per class in batches of 3, each with its label
+    assert np.isfinite(table[["IS", "FID", "FVD"]].to_numpy()).all() and (table["IS"] >= 1).all()
+    assert pd.read_csv(tmp_path / "pc.csv").shape == table.shape
+    for name, label in label_of.items():  # each class's reference statistics: that class's clips only
+        cached = np.load(tmp_path / "cache" / f"real_train_class{label}_{counts[name]}_seed0_12f.npz")
+        own = clips[[n == name for n in names]][:, :12]
+        assert np.allclose(cached["features"], i3d_outputs(model, [own])[1], atol=1e-4)
+    text = (tmp_path / "pc.md").read_text()
+    assert "## Group means" in text and "| moving |" in text and "| still |" in text and "N/A" in text
+
+    raw["metrics"]["per_class"]["groups"] = {"moving": ["b", "zebra"]}
+    with pytest.raises(ValueError, match="groups.moving: class 'zebra' is not in .*index.csv"):
+        per_class_scores(build_config(raw), sampler, tmp_path / "index.csv", tmp_path / "x.csv")
+    sampler.n_classes = 0
+    with pytest.raises(ValueError, match="class-conditional cascade"):
+        per_class_scores(config, sampler, tmp_path / "index.csv", tmp_path / "x.csv")

@@ -70,3 +70,20 @@ def config_file(wildcards):
         provenance = {"source": CONFIG_FILES[name], "code": _code_version()}
         Path("results", name, "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return str(path)
+
+
+def eval_resource(key):
+    """One resource of the sampling / metric jobs (``Config.slurm_eval``), for a rule's resources."""
+
+    def get(wildcards):
+        spec = exp(wildcards).slurm_eval()
+        return {
+            "runtime": spec.time_min,
+            "mem_mb": int(spec.mem_gb * 1024),
+            "gpu": spec.gpus_per_node,
+            "cpus_per_task": spec.cpus_per_task,
+            "slurm_partition": spec.partition or None,
+            "slurm_account": spec.account or None,
+        }[key]
+
+    return get

@@ -21,9 +21,16 @@ rule metrics:
         markdown=report("results/{dataset}/metrics.md", category="Metrics", caption="../report/metrics.rst"),
     params:
         config=config_file,
-        settings=lambda wc: json.dumps(exp(wc).raw["metrics"], sort_keys=True),
+        settings=lambda wc: json.dumps({k: v for k, v in exp(wc).raw["metrics"].items() if k != "per_class"}, sort_keys=True),
         cache="results/{dataset}/metrics.cache",
         samples=lambda wc: " ".join(f"{model}={path}" for model, path in metric_samples(wc).items()),
+    resources:
+        runtime=eval_resource("runtime"),
+        mem_mb=eval_resource("mem_mb"),
+        gpu=eval_resource("gpu"),
+        cpus_per_task=eval_resource("cpus_per_task"),
+        slurm_partition=eval_resource("slurm_partition"),
+        slurm_account=eval_resource("slurm_account"),
     threads: 2
     log:
         "results/{dataset}/logs/metrics.log",
@@ -64,3 +71,31 @@ rule paper_table:
         from cvg.tables import render
 
         render(int(wildcards.number), dict(input), output.csv, output.md)
+
+
+rule per_class:
+    """results/{dataset}/per_class.csv: appendix E's per-class IS / FID / FVD of the class-conditional
+    cascade (metrics.per_class); a target of its own, not part of `all`."""
+    input:
+        checkpoints=level_checkpoints,
+        index="results/{dataset}/data/index.csv",
+    output:
+        csv="results/{dataset}/per_class.csv",
+        md=report("results/{dataset}/per_class.md", category="Metrics", caption="../report/per_class.rst"),
+    params:
+        config=config_file,
+        settings=lambda wc: json.dumps({"metrics": exp(wc).raw["metrics"], "sample": exp(wc).raw["sample"]}, sort_keys=True),
+        cache="results/{dataset}/metrics.cache",
+    resources:
+        runtime=eval_resource("runtime"),
+        mem_mb=eval_resource("mem_mb"),
+        gpu=eval_resource("gpu"),
+        cpus_per_task=eval_resource("cpus_per_task"),
+        slurm_partition=eval_resource("slurm_partition"),
+        slurm_account=eval_resource("slurm_account"),
+    threads: 2
+    log:
+        "results/{dataset}/logs/per_class.log",
+    shell:
+        "cvg per-class --config {params.config} --checkpoints {input.checkpoints} --index {input.index}"
+        " --out {output.csv} --markdown {output.md} --cache {params.cache} > {log} 2>&1"
