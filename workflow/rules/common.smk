@@ -87,3 +87,7 @@ def eval_resource(key):
         }[key]
 
     return get
+
+
+# resources of every sampling / metric rule: `resources: **EVAL_RESOURCES`
+EVAL_RESOURCES = {key: eval_resource(key) for key in ("runtime", "mem_mb", "gpu", "cpus_per_task", "slurm_partition", "slurm_account")}

@@ -25,12 +25,7 @@ rule metrics:
         cache="results/{dataset}/metrics.cache",
         samples=lambda wc: " ".join(f"{model}={path}" for model, path in metric_samples(wc).items()),
     resources:
-        runtime=eval_resource("runtime"),
-        mem_mb=eval_resource("mem_mb"),
-        gpu=eval_resource("gpu"),
-        cpus_per_task=eval_resource("cpus_per_task"),
-        slurm_partition=eval_resource("slurm_partition"),
-        slurm_account=eval_resource("slurm_account"),
+        **EVAL_RESOURCES,
     threads: 2
     log:
         "results/{dataset}/logs/metrics.log",
@@ -87,12 +82,7 @@ rule per_class:
         settings=lambda wc: json.dumps({"metrics": exp(wc).raw["metrics"], "sample": exp(wc).raw["sample"]}, sort_keys=True),
         cache="results/{dataset}/metrics.cache",
     resources:
-        runtime=eval_resource("runtime"),
-        mem_mb=eval_resource("mem_mb"),
-        gpu=eval_resource("gpu"),
-        cpus_per_task=eval_resource("cpus_per_task"),
-        slurm_partition=eval_resource("slurm_partition"),
-        slurm_account=eval_resource("slurm_account"),
+        **EVAL_RESOURCES,
     threads: 2
     log:
         "results/{dataset}/logs/per_class.log",

@@ -16,12 +16,7 @@ rule sample:
         config=config_file,
         settings=lambda wc: json.dumps(exp(wc).raw["sample"], sort_keys=True),
     resources:
-        runtime=eval_resource("runtime"),
-        mem_mb=eval_resource("mem_mb"),
-        gpu=eval_resource("gpu"),
-        cpus_per_task=eval_resource("cpus_per_task"),
-        slurm_partition=eval_resource("slurm_partition"),
-        slurm_account=eval_resource("slurm_account"),
+        **EVAL_RESOURCES,
     threads: 2
     log:
         "results/{dataset}/logs/sample/cascade.log",
@@ -53,12 +48,7 @@ rule sample_baseline:
         config=config_file,
         settings=lambda wc: json.dumps(baseline_settings(wc), sort_keys=True),
     resources:
-        runtime=eval_resource("runtime"),
-        mem_mb=eval_resource("mem_mb"),
-        gpu=eval_resource("gpu"),
-        cpus_per_task=eval_resource("cpus_per_task"),
-        slurm_partition=eval_resource("slurm_partition"),
-        slurm_account=eval_resource("slurm_account"),
+        **EVAL_RESOURCES,
     threads: 2
     log:
         "results/{dataset}/logs/sample/{variant}.log",
