@@ -18,7 +18,7 @@ import torch
 from cvg.config import Config
 from cvg.data.shards import atomic_csv, read_index
 from cvg.metrics.frechet import frechet_from_samples, inception_score
-from cvg.metrics.run import choose_clips, eval_lengths, i3d_of, real_batches
+from cvg.metrics.run import choose_clips, eval_lengths, i3d_of, real_batches, real_cache
 
 COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD", "protocol"]
 
@@ -97,7 +97,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
         if len(rows_c) < 2:
             raise ValueError(f"{index_path}: class {name!r} has {len(rows_c)} clip(s) in split {m['real_split']!r}; per-class FID needs 2 or more")
         rows_c = choose_clips(rows_c, pc["n_real"] or len(rows_c), m["seed"])
-        cache = Path(cache_dir) / f"real_{m['real_split']}_class{label}_{len(rows_c)}_seed{m['seed']}_{frames}f.npz" if cache_dir else None
+        cache = real_cache(cache_dir, m["real_split"], len(rows_c), m["seed"], frames, label) if cache_dir else None
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], len(rows_c), frames, m["batch_size"], rows=rows_c),
                               f"I3D real {name}", cache)
         batches = _generated_batches(sampler, label, n, m["batch_size"], frames, s, level1_frames, s["seed"] + 7919 * (label + 1))

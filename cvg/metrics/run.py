@@ -35,6 +35,13 @@ def protocol_name(config: Config, frames: int) -> str:
     return f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
 
 
+def real_cache(cache_dir: str | os.PathLike, split: str, n: int, seed: int, frames: int, label: int | None = None) -> Path:
+    """Where the I3D outputs of a real clip set are cached: named by everything that picks the
+    clips (split, class, count, seed of the draw) and by the clip length."""
+    group = "" if label is None else f"_class{label}"
+    return Path(cache_dir) / f"real_{split}{group}_{n}_seed{seed}_{frames}f.npz"
+
+
 def _batches(read, n: int, batch: int):
     for start in range(0, n, batch):
         yield read(start, min(n, start + batch))
@@ -185,13 +192,12 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     rows, paired = [], []
     for frames in lengths:
         proto = protocol_name(config, frames)
-        cache = Path(cache_dir) / f"real_{m['real_split']}_{m['n_real']}_seed{m['seed']}_{frames}f.npz"
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
-                              f"I3D real {m['real_split']} {frames}f", cache)
+                              f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames))
         if m.get("heldout_split"):
             split = m["heldout_split"]
             held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
-                          Path(cache_dir) / f"real_{split}_{m['n_real']}_seed{m['seed']}_{frames}f.npz")
+                          real_cache(cache_dir, split, m["n_real"], m["seed"], frames))
             rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
         outputs = {}
         for name, path in samples.items():
