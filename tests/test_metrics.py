@@ -318,7 +318,7 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     raw = tiny_raw_config(tmp_path / "videos")
     raw["model"] = {"preset": "tiny"}
     raw["sample"] = {"level1_frames": 8, "batch_size": 3}  # unrolled: 16 frames at the top
-    raw["metrics"] = {"frames": 12, "batch_size": 4, "is_splits": 2,
+    raw["metrics"] = {"frames": 12, "batch_size": 4, "is_splits": 2, "heldout_split": "test",
                       "per_class": {"n_samples": 5, "groups": {"moving": ["b", "c"], "still": ["a"]}}}
     config = build_config(raw)
     sampler = CascadeSampler(config, gens)
@@ -329,13 +329,14 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
 
     rng = np.random.default_rng(0)
     counts = {"a": 4, "b": 5, "c": 6}
-    names = [name for name, k in counts.items() for _ in range(k)]
+    names = [name for name, k in counts.items() for _ in range(k)] + ["a", "b", "c"] * 3  # then 3 held-out clips per class
+    split = ["train"] * sum(counts.values()) + ["test"] * 9
     label_of = {name: i for i, name in enumerate(counts)}
     brightness = np.array([40 + 80 * label_of[n] for n in names])[:, None, None, None, None]
     clips = np.clip(brightness + rng.integers(-30, 31, (len(names), 16, 32, 32, 3)), 0, 255).astype(np.uint8)
     with h5py.File(tmp_path / "shard.h5", "w") as h5:
         h5["level2"] = clips
-    index = pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(len(names)), "split": "train",
+    index = pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(len(names)), "split": split,
                           "label": [label_of[n] for n in names], "label_name": names})
     index.to_csv(tmp_path / "index.csv", index=False)
     model = CountingI3D(frames=16)
@@ -347,10 +348,13 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     assert labels_drawn == [[1], [1], [2], [2], [0], [0]]  # 5 samples per class in batches of 3, each with its label
     assert np.isfinite(table[["IS", "FID", "FVD"]].to_numpy()).all() and (table["IS"] >= 1).all()
     assert pd.read_csv(tmp_path / "pc.csv").shape == table.shape
-    for name, label in label_of.items():  # each class's reference statistics: that class's clips only
+    for name, label in label_of.items():  # each class's reference statistics: that class's training clips only
         cached = np.load(tmp_path / "cache" / f"real_train_class{label}_{counts[name]}_seed0_12f.npz")
-        own = clips[[n == name for n in names]][:, :12]
+        own = clips[[n == name and sp == "train" for n, sp in zip(names, split)]][:, :12]
         assert np.allclose(cached["features"], i3d_outputs(model, [own])[1], atol=1e-4)
+        assert (tmp_path / "cache" / f"real_test_class{label}_3_seed0_12f.npz").exists()
+    # the per-class floor: held-out clips of the class, drawn like its training clips, score far closer than samples
+    assert set(table["n_heldout"]) == {3} and (table["floor_FID"] < 0.1 * table["FID"]).all()
     text = (tmp_path / "pc.md").read_text()
     assert "## Group means" in text and "| moving |" in text and "| still |" in text and "N/A" in text
 

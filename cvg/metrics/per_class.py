@@ -1,7 +1,8 @@
 """Per-class scores (appendix E): IS, FID and FVD of the class-conditional cascade's samples of
 one class against the real clips of that class, for chosen groups of classes (the paper:
 five high-motion and five low-motion Kinetics-600 classes, 1000 samples each, all real videos of
-the class, 48 frames).
+the class, 48 frames). With a held-out split, each class also gets a floor: its held-out real
+clips scored the same way, since classes differ in how varied their own clips are.
 
 Samples are generated and scored on the fly (nothing as large as 1000 x 48 frames per class is
 written); the real statistics of each class are cached like the main table's.
@@ -20,7 +21,8 @@ from cvg.data.shards import atomic_csv, read_index
 from cvg.metrics.frechet import frechet_from_samples, inception_score
 from cvg.metrics.run import choose_clips, eval_lengths, i3d_of, real_batches, real_cache
 
-COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD", "protocol"]
+COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD",
+           "n_heldout", "floor_FID", "floor_FVD", "protocol"]
 
 # Appendix E, Table 4 (Kinetics-600, two-level HVG, 48 frames): class -> (IS, FID)
 PAPER = {
@@ -87,25 +89,36 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
         raise ValueError(f"metrics.per_class.n_samples ({n}) must be at least metrics.is_splits ({m['is_splits']})")
     index = read_index(index_path)
     classes = class_groups(index, pc["groups"], index_path)
-    real = index[index["split"] == m["real_split"]]
     level1_frames = s["level1_frames"] or config.level(1).frames
     model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     protocol = f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:class:{pc['n_real'] or 'all'}@seed{m['seed']}"
+    def class_outputs(split: str, label: int, name: str):
+        """I3D outputs of a class's clips of ``split`` (``n_real`` of them, or all), cached;
+        None when the split has fewer than 2 (no covariance to compare)."""
+        rows_c = choose_clips(index[(index["split"] == split) & (index["label"] == label)], pc["n_real"] or len(index), m["seed"])
+        if len(rows_c) < 2:
+            return None
+        cache = real_cache(cache_dir, split, len(rows_c), m["seed"], frames, label) if cache_dir else None
+        return i3d_of(model, real_batches(config, index_path, split, len(rows_c), frames, m["batch_size"], rows=rows_c),
+                      f"I3D real {split} {name}", cache)
+
     rows = []
     for group, name, label in classes:
-        rows_c = real[real["label"] == label]
-        if len(rows_c) < 2:
-            raise ValueError(f"{index_path}: class {name!r} has {len(rows_c)} clip(s) in split {m['real_split']!r}; per-class FID needs 2 or more")
-        rows_c = choose_clips(rows_c, pc["n_real"] or len(rows_c), m["seed"])
-        cache = real_cache(cache_dir, m["real_split"], len(rows_c), m["seed"], frames, label) if cache_dir else None
-        ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], len(rows_c), frames, m["batch_size"], rows=rows_c),
-                              f"I3D real {name}", cache)
+        ref = class_outputs(m["real_split"], label, name)
+        if ref is None:
+            raise ValueError(f"{index_path}: class {name!r} has fewer than 2 clips in split {m['real_split']!r}; per-class FID needs 2 or more")
+        ref_l, ref_f = ref
+        # the class's held-out clips against its reference: how far its own real clips score
+        held = class_outputs(m["heldout_split"], label, name) if m["heldout_split"] else None
+        floor = {"n_heldout": 0 if held is None else len(held[0]),
+                 "floor_FID": None if held is None else frechet_from_samples(held[1], ref_f),
+                 "floor_FVD": None if held is None else frechet_from_samples(held[0], ref_l)}
         batches = _generated_batches(sampler, label, n, m["batch_size"], frames, s, level1_frames, s["seed"] + 7919 * (label + 1))
         gen_l, gen_f = i3d_outputs(model, batches, total=n, desc=f"I3D samples {name}")
         is_mean, is_std = inception_score(gen_l, m["is_splits"])
-        rows.append({"group": group, "class": name, "label": label, "frames": frames, "n_samples": n, "n_real": len(rows_c),
+        rows.append({"group": group, "class": name, "label": label, "frames": frames, "n_samples": n, "n_real": len(ref_l),
                      "IS": is_mean, "IS_std": is_std, "FID": frechet_from_samples(gen_f, ref_f),
-                     "FVD": frechet_from_samples(gen_l, ref_l), "protocol": protocol})
+                     "FVD": frechet_from_samples(gen_l, ref_l), **floor, "protocol": protocol})
     table = pd.DataFrame(rows, columns=COLUMNS)
     if markdown is not None:
         Path(markdown).write_text(per_class_markdown(table))
@@ -118,10 +131,11 @@ def per_class_markdown(table: pd.DataFrame) -> str:
     and the mean of each group."""
     from cvg.tables import markdown_table
 
-    wide = table[["group", "class", "n_real", "IS", "FID", "FVD"]].rename(columns={"n_real": "real videos"})
+    wide = table[["group", "class", "n_real", "IS", "FID", "FVD", "floor_FID", "floor_FVD"]].rename(
+        columns={"n_real": "real videos", "floor_FID": "held-out real FID", "floor_FVD": "held-out real FVD"})
     wide = wide.assign(**{"paper IS": [PAPER.get(c, (None, None))[0] for c in table["class"]],
                           "paper FID": [PAPER.get(c, (None, None))[1] for c in table["class"]]})
-    means = table.groupby("group", sort=False)[["IS", "FID", "FVD"]].mean().reset_index()
+    means = table.groupby("group", sort=False)[["IS", "FID", "FVD", "floor_FID", "floor_FVD"]].mean().reset_index()
     first = table.iloc[0]
     return (f"# Per-class scores (appendix E)\n\n{first['protocol']}, {int(first['n_samples'])} samples per class\n\n"
             f"{markdown_table(wide)}\n## Group means\n\n{markdown_table(means)}")
