@@ -136,6 +136,7 @@ def per_class_markdown(table: pd.DataFrame) -> str:
     wide = wide.assign(**{"paper IS": [PAPER.get(c, (None, None))[0] for c in table["class"]],
                           "paper FID": [PAPER.get(c, (None, None))[1] for c in table["class"]]})
     means = table.groupby("group", sort=False)[["IS", "FID", "FVD", "floor_FID", "floor_FVD"]].mean().reset_index()
+    means = means.rename(columns={"floor_FID": "held-out real FID", "floor_FVD": "held-out real FVD"})
     first = table.iloc[0]
     return (f"# Per-class scores (appendix E)\n\n{first['protocol']}, {int(first['n_samples'])} samples per class\n\n"
             f"{markdown_table(wide)}\n## Group means\n\n{markdown_table(means)}")
