@@ -33,8 +33,8 @@ PAPER = {
 
 
 def per_class_settings(config: Config) -> dict:
-    """``metrics.per_class`` with its nulls resolved: frames (longest evaluated length) and groups
-    (all classes, one group, when none are given)."""
+    """``metrics.per_class`` with ``frames`` resolved (null: the longest evaluated length); empty
+    ``groups`` stay empty and mean every class (``class_groups``)."""
     settings = dict(config.raw["metrics"]["per_class"])
     settings["frames"] = settings["frames"] or max(eval_lengths(config))
     return settings
