@@ -14,6 +14,13 @@ def _config(path: str):
     return load_config(path)
 
 
+def _device(choice: str | None) -> str:
+    """``--device``: cuda when there is one, unless ``cpu`` is asked for."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and choice != "cpu" else "cpu"
+
+
 def cmd_config_validate(args) -> int:
     cfg = _config(args.config)
     print(f"{args.config}: valid (experiment {cfg.name!r}, dataset {cfg.dataset.kind} at {cfg.dataset.root})")
@@ -88,14 +95,13 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     import h5py
-    import torch
 
     from cvg.sample import level_grid, prepared_sampler, write_samples
     from cvg.video_io import encode_video
 
     cfg = _config(args.config)
     s = cfg.raw["sample"]
-    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    device = _device(args.device)
     sampler, bilinear = prepared_sampler(cfg, args.checkpoints, args.variant, device)
     frames1 = s["level1_frames"] or cfg.level(1).frames
     level1 = None
@@ -121,14 +127,11 @@ def cmd_sample(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    import torch
-
     from cvg.metrics.run import evaluate
 
     cfg = _config(args.config)
     samples = dict(item.split("=", 1) for item in args.samples)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    table = evaluate(cfg, args.index, samples, args.out, args.cache, device, args.paired, args.n_boot, args.markdown)
+    table = evaluate(cfg, args.index, samples, args.out, args.cache, _device(args.device), args.paired, args.n_boot, args.markdown)
     if args.markdown:
         print(Path(args.markdown).read_text())
     else:
@@ -137,13 +140,11 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_per_class(args) -> int:
-    import torch
-
     from cvg.metrics.per_class import per_class_scores
     from cvg.sample import prepared_sampler
 
     cfg = _config(args.config)
-    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    device = _device(args.device)
     sampler, _ = prepared_sampler(cfg, args.checkpoints, "cascade", device)
     per_class_scores(cfg, sampler, args.index, args.out, args.cache, args.markdown, device)
     print(Path(args.markdown).read_text() if args.markdown else Path(args.out).read_text())
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
     p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")
     p.add_argument("--n", type=int, help="number of samples (default: sample.n_samples)")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("metrics", help="FVD / FID / IS of samples against real clips (I3D, TF-Hub weights)")
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "with bootstrap intervals over the scored clips")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for --paired (default 1000)")
     p.add_argument("--markdown", help="the table (and paired differences with a verdict each) as Markdown")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("per-class", help="IS / FID / FVD of the class-conditional cascade class by class (appendix E)")
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV: group, class, label, frames, n_samples, n_real, IS, IS_std, FID, FVD, protocol")
     p.add_argument("--markdown", help="the table beside the paper's numbers, and group means, as Markdown")
     p.add_argument("--cache", help="folder for cached real-data I3D outputs")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_per_class)
 
     p = sub.add_parser("psd", help="power spectral density of real and generated frames over time (appendix D)")

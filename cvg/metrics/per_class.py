@@ -92,6 +92,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     level1_frames = s["level1_frames"] or config.level(1).frames
     model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     protocol = f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:class:{pc['n_real'] or 'all'}@seed{m['seed']}"
+
     def class_outputs(split: str, label: int, name: str):
         """I3D outputs of a class's clips of ``split`` (``n_real`` of them, or all), cached;
         None when the split has fewer than 2 (no covariance to compare)."""
