@@ -102,7 +102,10 @@ def cmd_sample(args) -> int:
     cfg = _config(args.config)
     s = cfg.raw["sample"]
     device = _device(args.device)
-    sampler, bilinear = prepared_sampler(cfg, args.checkpoints, args.variant, device)
+    try:
+        sampler = prepared_sampler(cfg, args.checkpoints, args.variant, device)
+    except ValueError as exc:  # an unknown variant, or too few checkpoints for it
+        raise SystemExit(f"cvg sample: {exc}") from None
     frames1 = s["level1_frames"] or cfg.level(1).frames
     level1 = None
     if args.variant.endswith("_on_real"):
@@ -114,7 +117,7 @@ def cmd_sample(args) -> int:
         if not split:
             raise SystemExit(f"cvg sample: --variant {args.variant} reads held-out real clips, but metrics.heldout_split is null in {args.config}")
         level1 = real_level1(cfg, args.index, split, args.n or s["n_samples"])
-    out = write_samples(cfg, sampler, bilinear, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1)
+    out = write_samples(cfg, sampler, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1)
     with h5py.File(out, "r") as h5:
         print(f"{args.out}: {len(h5['level1'])} samples ({args.variant})")
     if args.grid:
@@ -145,7 +148,7 @@ def cmd_per_class(args) -> int:
 
     cfg = _config(args.config)
     device = _device(args.device)
-    sampler, _ = prepared_sampler(cfg, args.checkpoints, "cascade", device)
+    sampler = prepared_sampler(cfg, args.checkpoints, "cascade", device)
     per_class_scores(cfg, sampler, args.index, args.out, args.cache, args.markdown, device)
     print(Path(args.markdown).read_text() if args.markdown else Path(args.out).read_text())
     return 0
@@ -237,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample the frozen cascade (every level, unrolled over the whole video)")
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoints", nargs="+", required=True, help="final checkpoints of levels 1..L")
-    p.add_argument("--variant", choices=["cascade", "untrained", "bilinear", "cascade_on_real", "bilinear_on_real"], default="cascade",
-                   help="cascade; untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled bilinearly;"
-                   " *_on_real: the trained upsampling levels / bilinear upsampling applied to real held-out level-1 clips")
+    p.add_argument("--variant", default="cascade",
+                   help="cascade (default); untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled"
+                   " bilinearly; cascade_to_levelK: trained levels 1..K, the levels above upsampled bilinearly (1 < K < L);"
+                   " VARIANT_on_real (not untrained): that sampler applied to real held-out level-1 clips")
     p.add_argument("--index", help="results/NAME/data/index.csv (the *_on_real variants read their level-1 clips there)")
     p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
     p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")

@@ -12,6 +12,7 @@ and chunks read the statistics of their absolute timesteps.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,6 @@ class CascadeSampler:
         self.config, self.device = config, torch.device(device)
         self.generators = [g.to(device).eval().requires_grad_(False) for g in generators]  # frozen: never trained here
         self.n_classes = n_classes_of(generators[0])
-
-    @classmethod
-    def from_checkpoints(cls, config: Config, paths: list[str | Path], device="cpu") -> "CascadeSampler":
-        from cvg.train.loop import load_generator
-
-        return cls(config, [load_generator(config, p, device) for p in paths], device)
 
     def lengths(self, level1_frames: int) -> list[int]:
         out = [level1_frames]
@@ -148,41 +143,53 @@ class CascadeSampler:
         return videos
 
 
-VARIANTS = ("cascade", "untrained", "bilinear", "cascade_on_real", "bilinear_on_real")
+BASE_VARIANTS = ("cascade", "untrained", "bilinear")
 ON_REAL = "_on_real"
+PARTIAL = re.compile(r"cascade_to_level(\d+)")
 
 
-def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> tuple["CascadeSampler", bool]:
-    """(sampler, bilinear): ``cascade`` = all trained levels; ``untrained`` = trained level 1 with
-    freshly initialised upsampling levels; ``bilinear`` = trained level 1, naive upsampling.
-    ``cascade_on_real`` / ``bilinear_on_real`` are the same samplers, to be fed real level-1
-    clips (``write_samples(level1=...)``)."""
+def variant_names(n_levels: int) -> list[str]:
+    """Every sample variant of an ``n_levels`` cascade: the base ones, ``cascade_to_level{k}``
+    for each intermediate level k, and each of those ``*_on_real``."""
+    own = [*BASE_VARIANTS, *(f"cascade_to_level{k}" for k in range(2, n_levels))]
+    return own + [f"{v}{ON_REAL}" for v in own if v != "untrained"]
+
+
+def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
+    """The sampler of a variant: ``cascade`` = all trained levels; ``untrained`` = trained level 1
+    with freshly initialised upsampling levels; ``bilinear`` = trained level 1 only;
+    ``cascade_to_level{k}`` = trained levels 1..k only (``write_samples`` upsamples the levels a
+    sampler lacks naively, so these rows show what each upsampling level adds).
+    ``*_on_real`` are the same samplers, to be fed real level-1 clips (``write_samples(level1=...)``)."""
     from cvg.models.presets import build_generator, get_preset
     from cvg.train.loop import load_generator
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown sample variant {variant!r}; variants: {', '.join(VARIANTS)}")
+    n_levels = len(config.levels)
+    if variant not in variant_names(n_levels):
+        raise ValueError(f"unknown sample variant {variant!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
     variant = variant.removesuffix(ON_REAL)
-    if variant == "cascade":
-        return CascadeSampler.from_checkpoints(config, checkpoints, device), False
+    partial = PARTIAL.fullmatch(variant)
+    trained = n_levels if variant == "cascade" else int(partial.group(1)) if partial else 1
+    if len(checkpoints) < trained:
+        raise ValueError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
+    if variant == "cascade" or partial or variant == "bilinear":
+        return CascadeSampler(config, [load_generator(config, path, device) for path in checkpoints[:trained]], device)
     first = load_generator(config, checkpoints[0], device)
-    if variant == "bilinear":
-        return CascadeSampler(config, [first], device), True
     n_classes = n_classes_of(first)
     preset = get_preset(config.model.preset, config.model.width)
     torch.manual_seed(12345)
     fresh = [build_generator(preset, config.levels, lv.index, n_classes, refine=config.model.refine) for lv in config.levels[1:]]
-    return CascadeSampler(config, [first, *fresh], device), False
+    return CascadeSampler(config, [first, *fresh], device)
 
 
-def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> tuple["CascadeSampler", bool]:
+def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
     """``build_sampler`` with BN statistics set as ``sample.bn`` asks (untrained levels always
     recompute theirs: they have no running statistics of use), ready to sample."""
     s = config.raw["sample"]
-    sampler, bilinear = build_sampler(config, checkpoints, variant, device)
+    sampler = build_sampler(config, checkpoints, variant, device)
     passes = s["bn_passes"] if s["bn"] == "recompute" or variant == "untrained" else 0
     sampler.prepare_norms("recompute" if passes else "stationary", passes, s["level1_frames"] or config.level(1).frames, s["batch_size"], s["seed"])
-    return sampler, bilinear
+    return sampler
 
 
 def to_uint8_frames(video: torch.Tensor):
@@ -191,10 +198,11 @@ def to_uint8_frames(video: torch.Tensor):
     return to_uint8(video.cpu()).numpy()
 
 
-def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out: str | Path, n: int, batch: int,
+def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n: int, batch: int,
                   sigma: float, chunk: int | None, level1_frames: int | None, seed: int,
                   level1: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
-    """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically. With
+    """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically; the levels the
+    sampler has no generator for are the naive (bilinear) upsampling of the one below. With
     ``level1`` = (uint8 clips (N, T, H, W, 3), labels), level 1 is those clips, not generated."""
     import os
 
@@ -217,9 +225,8 @@ def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out
                     labels = torch.as_tensor(level1[1][written : written + k])
                     clips = to_unit_range(torch.as_tensor(level1[0][written : written + k]))
                     videos = sampler.upsample(clips, labels if sampler.n_classes else None, sigma, chunk, seed=seed + written)
-                if bilinear:
-                    for lv in config.levels[1:]:
-                        videos.append(naive_upsample(videos[-1], lv.temporal_factor, lv.spatial_factor))
+                for lv in config.levels[len(sampler.generators):]:
+                    videos.append(naive_upsample(videos[-1], lv.temporal_factor, lv.spatial_factor))
                 for i, v in enumerate(videos):
                     arr = to_uint8_frames(v)
                     name = f"level{i + 1}"
@@ -231,7 +238,7 @@ def write_samples(config: Config, sampler: "CascadeSampler", bilinear: bool, out
                 h5["label"][written : written + k] = labels.cpu().numpy() if labels is not None else -1
                 written += k
                 bar.update(k)
-        h5.attrs.update({"sigma": sigma, "seed": seed, "bilinear": bilinear, "levels": len(config.levels)})
+        h5.attrs.update({"sigma": sigma, "seed": seed, "trained_levels": len(sampler.generators), "levels": len(config.levels)})
     os.replace(tmp, out)
     return out
 

@@ -364,3 +364,20 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     sampler.n_classes = 0
     with pytest.raises(ValueError, match="class-conditional cascade"):
         per_class_scores(config, sampler, tmp_path / "index.csv", tmp_path / "x.csv")
+
+
+def test_paired_comparisons_chain_each_upsampling_level_to_the_one_below():
+    from cvg.metrics.run import paired_comparisons
+
+    three = ["cascade", "untrained_upsampling", "bilinear_level1", "cascade_to_level2",
+             "cascade_on_real_level1", "bilinear_on_real_level1", "cascade_to_level2_on_real_level1"]
+    pairs = paired_comparisons(three)
+    assert ("cascade", "bilinear_level1") in pairs and ("cascade", "untrained_upsampling") in pairs
+    assert ("cascade_to_level2", "bilinear_level1") in pairs and ("cascade", "cascade_to_level2") in pairs  # level 2, level 3
+    assert ("cascade_to_level2_on_real_level1", "bilinear_on_real_level1") in pairs
+    assert ("cascade_on_real_level1", "cascade_to_level2_on_real_level1") in pairs
+    assert len(pairs) == len(set(pairs)) == 7
+    four = paired_comparisons(["bilinear_level1", "cascade_to_level3", "cascade_to_level2", "cascade"])
+    assert four == [("cascade", "bilinear_level1"), ("cascade_to_level2", "bilinear_level1"),
+                    ("cascade_to_level3", "cascade_to_level2"), ("cascade", "cascade_to_level3")]
+    assert paired_comparisons(["cascade", "bilinear_level1"]) == [("cascade", "bilinear_level1")]

@@ -99,14 +99,58 @@ def test_upsampling_levels_fed_real_level1_clips(tmp_path):
     clips = np.random.default_rng(0).integers(0, 256, (5, 4, 16, 16, 3), dtype=np.uint8)
     labels = np.array([0, 1, 2, 0, 1])
 
-    cascade = write_samples(cfg, sampler, False, tmp_path / "c.h5", 99, 2, 1.0, 2, 4, 0, level1=(clips, labels))
-    bilinear = write_samples(cfg, CascadeSampler(cfg, gens[:1]), True, tmp_path / "b.h5", 99, 2, 1.0, 2, 4, 0, level1=(clips, labels))
+    cascade = write_samples(cfg, sampler, tmp_path / "c.h5", 99, 2, 1.0, 2, 4, 0, level1=(clips, labels))
+    bilinear = write_samples(cfg, CascadeSampler(cfg, gens[:1]), tmp_path / "b.h5", 99, 2, 1.0, 2, 4, 0, level1=(clips, labels))
     with h5py.File(cascade) as c, h5py.File(bilinear) as b:
         assert np.array_equal(c["level1"][:], clips) and np.array_equal(b["level1"][:], clips)
         assert np.array_equal(c["label"][:], labels) and c["level2"].shape == (5, 8, 32, 32, 3)
         expected = to_uint8(naive_upsample(to_unit_range(torch.from_numpy(clips)), 2, 2)).numpy()
         assert np.array_equal(b["level2"][:], expected)
         out = c["level2"][:]
-    other = write_samples(cfg, sampler, False, tmp_path / "o.h5", 99, 2, 1.0, 2, 4, 0, level1=(255 - clips, labels))
+    other = write_samples(cfg, sampler, tmp_path / "o.h5", 99, 2, 1.0, 2, 4, 0, level1=(255 - clips, labels))
     with h5py.File(other) as o:
         assert np.abs(o["level2"][:].astype(int) - out).mean() > 1  # conditioned on the real clips
+
+
+def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path):
+    """cascade_to_level{k}: the same samples as the cascade up to level k (same noise), the
+    levels above the bilinear upsampling of level k; what the metric table's per-level rows use."""
+    import h5py
+    import numpy as np
+
+    from cvg.config import load_config
+    from cvg.pyramid import naive_upsample, to_uint8, to_unit_range
+    from cvg.sample import build_sampler, variant_names, write_samples
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "config" / "demo.yaml")  # 3 levels
+    assert variant_names(3) == ["cascade", "untrained", "bilinear", "cascade_to_level2", "cascade_on_real", "bilinear_on_real",
+                                "cascade_to_level2_on_real"]
+    assert "cascade_to_level2" not in variant_names(2)
+    with pytest.raises(ValueError, match="cascade_to_level3"):  # not an intermediate level
+        build_sampler(cfg, ["1.pt", "2.pt", "3.pt"], "cascade_to_level3")
+    with pytest.raises(ValueError, match="levels 1..2, got 1"):
+        build_sampler(cfg, ["1.pt"], "cascade_to_level2")
+
+    torch.manual_seed(0)
+    preset = get_preset("demo", width=0.25)
+    gens = [build_generator(preset, cfg.levels, i, 6) for i in (1, 2, 3)]  # the paper's generators: far from bilinear
+    z, label = torch.randn(2, preset.z_dim), torch.tensor([0, 1])
+    trained_like(gens[0], z, label)
+    for g, size in zip(gens[1:], (16, 32)):
+        trained_like(g, torch.rand(2, 3, 2, size, size) * 2 - 1, z, label)
+    written = {}
+    for name, levels in (("cascade", gens), ("cut", gens[:2])):
+        sampler = CascadeSampler(cfg, levels)
+        sampler.prepare_norms("stationary", 0, level1_frames=8, batch=2)
+        with h5py.File(write_samples(cfg, sampler, tmp_path / f"{name}.h5", 3, 2, 1.0, 4, 8, 7)) as h5:
+            written[name] = {k: h5[k][:] for k in ("level1", "level2", "level3", "label")}
+            assert h5.attrs["trained_levels"] == len(levels)
+    full, cut = written["cascade"], written["cut"]
+    for k in ("label", "level1", "level2"):
+        assert np.array_equal(full[k], cut[k]), k
+    top = cfg.levels[2]
+    from_stored = to_uint8(naive_upsample(to_unit_range(torch.from_numpy(cut["level2"])), top.temporal_factor, top.spatial_factor)).numpy()
+    assert cut["level3"].shape == full["level3"].shape == (3, 32, 64, 64, 3)
+    assert np.abs(cut["level3"].astype(int) - from_stored).max() <= 1  # level 2 upsampled (before its uint8 rounding)
+    assert np.abs(cut["level3"].astype(int) - full["level3"]).mean() > 5  # level 3 not applied

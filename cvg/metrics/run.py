@@ -4,7 +4,9 @@ model, level, frames, resolution, metric, value, n_samples, protocol."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -17,11 +19,30 @@ from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bo
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
 PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]
-# model -> the baselines its samples are paired with (same level-1 noise, or the same real level-1 clips)
-PAIRS = {
-    "cascade": ("untrained_upsampling", "bilinear_level1"),
-    "cascade_on_real_level1": ("bilinear_on_real_level1",),
-}
+# (model, baseline) pairs whose samples are paired (same level-1 noise, or the same real
+# level-1 clips): the whole upsampling stack against its baselines ...
+STACK_PAIRS = (
+    ("cascade", "untrained_upsampling"),
+    ("cascade", "bilinear_level1"),
+    ("cascade_on_real_level1", "bilinear_on_real_level1"),
+)
+# ... and, along each chain level 1 -> cascade_to_level2 -> ... -> cascade, every level
+# against the cascade one level shorter: what that upsampling level adds
+LEVEL_CHAINS = (
+    ("bilinear_level1", "", "cascade"),
+    ("bilinear_on_real_level1", "_on_real_level1", "cascade_on_real_level1"),
+)
+
+
+def paired_comparisons(models) -> list[tuple[str, str]]:
+    """The (model, baseline) pairs of ``STACK_PAIRS`` and ``LEVEL_CHAINS`` among ``models``."""
+    models = set(models)
+    pairs = list(STACK_PAIRS)
+    for first, suffix, last in LEVEL_CHAINS:
+        partial = sorted((int(m.group(1)), m.group(0)) for name in models if (m := re.fullmatch(rf"cascade_to_level(\d+){suffix}", name)))
+        chain = [first, *(name for _, name in partial), last]
+        pairs += [(upper, lower) for lower, upper in itertools.pairwise(chain) if (upper, lower) not in pairs]
+    return [(model, baseline) for model, baseline in pairs if model in models and baseline in models]
 
 
 def eval_lengths(config: Config) -> list[int]:
@@ -132,17 +153,14 @@ def score_rows(model: str, level, frames: int, resolution: int, logits, features
 def paired_rows(outputs: dict[str, tuple[np.ndarray, np.ndarray]], ref: tuple[np.ndarray, np.ndarray], frames: int,
                 n_boot: int, seed: int = 0) -> list[dict]:
     """FVD / FID differences (model minus baseline, negative: the model is closer to the real
-    clips) with bootstrap intervals, for every pair of ``PAIRS`` present in ``outputs``
+    clips) with bootstrap intervals, for every pair of ``paired_comparisons`` among ``outputs``
     ({model: (logits, features)})."""
     rows = []
-    for model, baselines in PAIRS.items():
-        for baseline in baselines:
-            if model not in outputs or baseline not in outputs:
-                continue
-            for metric, k in (("FVD", 0), ("FID", 1)):
-                stats = paired_bootstrap(outputs[model][k], outputs[baseline][k], ref[k], n_boot, seed)
-                rows.append({"model": model, "baseline": baseline, "frames": frames, "metric": metric, **stats,
-                             "n_samples": len(outputs[model][k])})
+    for model, baseline in paired_comparisons(outputs):
+        for metric, k in (("FVD", 0), ("FID", 1)):
+            stats = paired_bootstrap(outputs[model][k], outputs[baseline][k], ref[k], n_boot, seed)
+            rows.append({"model": model, "baseline": baseline, "frames": frames, "metric": metric, **stats,
+                         "n_samples": len(outputs[model][k])})
     return rows
 
 
@@ -177,7 +195,7 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
              n_boot: int = 1000, markdown: str | os.PathLike | None = None) -> pd.DataFrame:
     """Score every ``samples`` {model name: HDF5} at the top level, plus the held-out real
     split (the floor), against the real split's I3D statistics (cached per protocol); with
-    ``paired_csv``, also the paired differences of ``PAIRS`` with bootstrap intervals; with
+    ``paired_csv``, also the paired differences of ``paired_comparisons`` with bootstrap intervals; with
     ``markdown``, both as Markdown with a verdict per pair."""
     import torch
 

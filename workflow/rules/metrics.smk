@@ -4,10 +4,14 @@ from cvg.tables import experiments_of
 
 
 def metric_samples(wildcards):
-    """{table model name: samples HDF5}; the on-real rows need held-out real clips."""
-    variants = {"cascade": "cascade", "untrained_upsampling": "untrained", "bilinear_level1": "bilinear"}
+    """{table model name: samples HDF5}: the cascade, its baselines and, for each intermediate
+    level k, the cascade cut at k (what each upsampling level adds); the on-real rows need
+    held-out real clips."""
+    partial = [f"cascade_to_level{k}" for k in range(2, len(exp(wildcards).levels))]
+    variants = {"cascade": "cascade", "untrained_upsampling": "untrained", "bilinear_level1": "bilinear"} | {v: v for v in partial}
     if exp(wildcards).raw["metrics"]["heldout_split"]:
         variants |= {"cascade_on_real_level1": "cascade_on_real", "bilinear_on_real_level1": "bilinear_on_real"}
+        variants |= {f"{v}_on_real_level1": f"{v}_on_real" for v in partial}
     return {model: f"results/{wildcards.dataset}/samples/{variant}.h5" for model, variant in variants.items()}
 
 

@@ -1,4 +1,4 @@
-# Frozen-cascade sampling: the trained cascade, its baselines and its on-real-input variants for the metrics table.
+# Frozen-cascade sampling: the trained cascade, its baselines, its per-level cuts and their on-real-input variants for the metrics table.
 
 
 def level_checkpoints(wildcards):
@@ -25,6 +25,15 @@ rule sample:
         " --grid {output.mp4} {output.gif} > {log} 2>&1"
 
 
+def variant_checkpoints(wildcards):
+    """The checkpoints a variant reads (the untrained and bilinear ones: level 1's; a cascade
+    cut at level k: levels 1..k), so retraining a level leaves the samples that ignore it alone."""
+    variant = wildcards.variant.removesuffix("_on_real")
+    cut = re.fullmatch(r"cascade_to_level(\d+)", variant)
+    trained = int(cut.group(1)) if cut else 1 if variant in ("untrained", "bilinear") else None
+    return level_checkpoints(wildcards)[:trained]
+
+
 def baseline_settings(wildcards):
     """What a baseline's samples depend on: the *_on_real ones also on which held-out clips the metrics choose."""
     raw = exp(wildcards).raw
@@ -34,16 +43,17 @@ def baseline_settings(wildcards):
 
 
 rule sample_baseline:
-    """Baselines (untrained upsampling levels, bilinear upsampling of level 1), and the trained /
-    bilinear upsampling of real held-out level-1 clips (*_on_real: what the upsampling levels add,
-    apart from level 1's quality)."""
+    """Baselines (untrained upsampling levels, bilinear upsampling of level 1), the cascade cut at
+    an intermediate level k (cascade_to_level{k}: levels above k bilinear), and each of those
+    applied to real held-out level-1 clips (*_on_real: what the upsampling levels add, apart
+    from level 1's quality)."""
     input:
-        checkpoints=level_checkpoints,
+        checkpoints=variant_checkpoints,
         index="results/{dataset}/data/index.csv",
     output:
         "results/{dataset}/samples/{variant}.h5",
     wildcard_constraints:
-        variant="untrained|bilinear|cascade_on_real|bilinear_on_real",
+        variant="untrained|bilinear|cascade_on_real|bilinear_on_real|cascade_to_level[0-9]+(_on_real)?",
     params:
         config=config_file,
         settings=lambda wc: json.dumps(baseline_settings(wc), sort_keys=True),
