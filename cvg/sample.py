@@ -12,7 +12,6 @@ and chunks read the statistics of their absolute timesteps.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from cvg.config import Config
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
 from cvg.models.generators import UpsamplingGenerator
 from cvg.pyramid import naive_upsample, to_unit_range
+from cvg.variants import trained_levels
 
 
 def temporal_halo(g: UpsamplingGenerator) -> int:
@@ -143,18 +143,6 @@ class CascadeSampler:
         return videos
 
 
-BASE_VARIANTS = ("cascade", "untrained", "bilinear")
-ON_REAL = "_on_real"
-PARTIAL = re.compile(r"cascade_to_level(\d+)")
-
-
-def variant_names(n_levels: int) -> list[str]:
-    """Every sample variant of an ``n_levels`` cascade: the base ones, ``cascade_to_level{k}``
-    for each intermediate level k, and each of those ``*_on_real``."""
-    own = [*BASE_VARIANTS, *(f"cascade_to_level{k}" for k in range(2, n_levels))]
-    return own + [f"{v}{ON_REAL}" for v in own if v != "untrained"]
-
-
 def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
     """The sampler of a variant: ``cascade`` = all trained levels; ``untrained`` = trained level 1
     with freshly initialised upsampling levels; ``bilinear`` = trained level 1 only;
@@ -164,15 +152,10 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     from cvg.models.presets import build_generator, get_preset
     from cvg.train.loop import load_generator
 
-    n_levels = len(config.levels)
-    if variant not in variant_names(n_levels):
-        raise ValueError(f"unknown sample variant {variant!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
-    variant = variant.removesuffix(ON_REAL)
-    partial = PARTIAL.fullmatch(variant)
-    trained = n_levels if variant == "cascade" else int(partial.group(1)) if partial else 1
+    trained = trained_levels(variant, len(config.levels))
     if len(checkpoints) < trained:
         raise ValueError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
-    if variant == "cascade" or partial or variant == "bilinear":
+    if variant != "untrained":  # (no untrained_on_real variant)
         return CascadeSampler(config, [load_generator(config, path, device) for path in checkpoints[:trained]], device)
     first = load_generator(config, checkpoints[0], device)
     n_classes = n_classes_of(first)

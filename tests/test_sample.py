@@ -120,13 +120,15 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
 
     from cvg.config import load_config
     from cvg.pyramid import naive_upsample, to_uint8, to_unit_range
-    from cvg.sample import build_sampler, variant_names, write_samples
+    from cvg.sample import build_sampler, write_samples
+    from cvg.variants import trained_levels, variant_names
     from tests.conftest import REPO
 
     cfg = load_config(REPO / "config" / "demo.yaml")  # 3 levels
     assert variant_names(3) == ["cascade", "untrained", "bilinear", "cascade_to_level2", "cascade_on_real", "bilinear_on_real",
                                 "cascade_to_level2_on_real"]
     assert "cascade_to_level2" not in variant_names(2)
+    assert [trained_levels(v, 3) for v in ("cascade", "untrained", "bilinear_on_real", "cascade_to_level2_on_real")] == [3, 1, 1, 2]
     with pytest.raises(ValueError, match="cascade_to_level3"):  # not an intermediate level
         build_sampler(cfg, ["1.pt", "2.pt", "3.pt"], "cascade_to_level3")
     with pytest.raises(ValueError, match="levels 1..2, got 1"):

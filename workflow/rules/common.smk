@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError

@@ -1,5 +1,7 @@
 # Frozen-cascade sampling: the trained cascade, its baselines, its per-level cuts and their on-real-input variants for the metrics table.
 
+from cvg.variants import trained_levels
+
 
 def level_checkpoints(wildcards):
     return [f"results/{wildcards.dataset}/train/level{lv.index}.pt" for lv in exp(wildcards).levels]
@@ -26,12 +28,9 @@ rule sample:
 
 
 def variant_checkpoints(wildcards):
-    """The checkpoints a variant reads (the untrained and bilinear ones: level 1's; a cascade
-    cut at level k: levels 1..k), so retraining a level leaves the samples that ignore it alone."""
-    variant = wildcards.variant.removesuffix("_on_real")
-    cut = re.fullmatch(r"cascade_to_level(\d+)", variant)
-    trained = int(cut.group(1)) if cut else 1 if variant in ("untrained", "bilinear") else None
-    return level_checkpoints(wildcards)[:trained]
+    """The checkpoints a variant reads (``cvg.variants.trained_levels``), so retraining a level
+    leaves the samples that ignore it alone."""
+    return level_checkpoints(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
 
 
 def baseline_settings(wildcards):
