@@ -50,15 +50,19 @@ def naive_upsample(video: torch.Tensor, temporal_factor: int, spatial_factor: in
 
 
 def uint8_pyramid_step(frames: np.ndarray, temporal_factor: int, spatial_factor: int) -> np.ndarray:
-    """``pyramid_step`` on a uint8 (T, H, W, 3) clip, rounded back to uint8."""
-    kept = np.ascontiguousarray(frames[::temporal_factor])  # f_t on uint8: convert only kept frames
-    x = torch.from_numpy(kept).permute(3, 0, 1, 2).unsqueeze(0).float()
+    """``pyramid_step`` on uint8 clips (..., T, H, W, 3) (one clip, or a stack of them), rounded
+    back to uint8; every frame is downsampled on its own, so a stack equals its clips one by one."""
+    kept = np.ascontiguousarray(frames[..., ::temporal_factor, :, :, :])  # f_t on uint8: convert only kept frames
+    lead, (t, h, w, c) = kept.shape[:-4], kept.shape[-4:]
+    x = torch.from_numpy(kept).reshape(-1, t, h, w, c).permute(0, 4, 1, 2, 3).float()
     y = spatial_downsample(x, spatial_factor)
-    return y.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 3, 0).contiguous().numpy()
+    y = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()
+    return y.reshape(*lead, *y.shape[1:]).numpy()
 
 
 def build_pyramid(top: np.ndarray, temporal_factors: Sequence[int], spatial_factors: Sequence[int]) -> list[np.ndarray]:
-    """All levels of one clip, level 1 first, from its full-resolution frames x^L.
+    """All levels of one clip (T, H, W, 3), or of a stack of clips (N, T, H, W, 3), level 1
+    first, from the full-resolution frames x^L.
 
     ``temporal_factors[l]`` / ``spatial_factors[l]`` relate level l+1 to level l (0-based list
     over levels; entry 0, level 1's, is unused).

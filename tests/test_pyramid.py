@@ -30,6 +30,16 @@ def test_build_pyramid_matches_operator():
     assert np.array_equal(levels[0], uint8_pyramid_step(levels[1], 2, 4))
 
 
+def test_build_pyramid_of_a_stack_equals_its_clips_one_by_one():
+    """The shard writer pyramids all clips of a video in one call."""
+    rng = np.random.default_rng(1)
+    clips = rng.integers(0, 256, (3, 8, 32, 32, 3), dtype=np.uint8)
+    stacked = build_pyramid(clips, [1, 2], [1, 2])
+    assert [lv.shape for lv in stacked] == [(3, 4, 16, 16, 3), (3, 8, 32, 32, 3)]
+    for i, clip in enumerate(clips):
+        assert all(np.array_equal(s[i], one) for s, one in zip(stacked, build_pyramid(clip, [1, 2], [1, 2])))
+
+
 def test_unit_range_roundtrip_and_layout():
     frames = torch.randint(0, 256, (2, 5, 8, 8, 3), dtype=torch.uint8)
     x = to_unit_range(frames)

@@ -78,20 +78,21 @@ def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
     64 KiB pipes, which costs more context switches than the decoding itself costs time.
     Returns (row, one .npy path per level or None, clips, failure reason).
     """
-    row, pyramids, reason = decode_clips(job)
-    if pyramids is None:
+    row, levels, reason = decode_clips(job)
+    if levels is None:
         return row, None, 0, reason
     paths = []
-    for level in range(len(pyramids[0])):
+    for clips in levels:
         fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".npy", dir=_scratch_dir())
         with os.fdopen(fd, "wb") as f:
-            np.save(f, np.stack([p[level] for p in pyramids]))
+            np.save(f, clips)
         paths.append(path)
-    return row, paths, len(pyramids), ""
+    return row, paths, len(levels[0]), ""
 
 
-def decode_clips(job: dict) -> tuple[int, list[list[np.ndarray]] | None, str]:
-    """Decode one video into pyramids of consecutive clips; (row, pyramids, failure reason)."""
+def decode_clips(job: dict) -> tuple[int, list[np.ndarray] | None, str]:
+    """Decode one video into the pyramid of its consecutive clips: (row, one (clips, T, H, W, 3)
+    array per level, failure reason)."""
     top_frames = job["frames"][-1]
     wanted = job["clips_per_video"]
     try:
@@ -112,11 +113,8 @@ def decode_clips(job: dict) -> tuple[int, list[list[np.ndarray]] | None, str]:
         return job["row"], None, (
             f"too short: {len(frames)} frames at {job['fps']:g} fps, a clip needs {top_frames}"
         )
-    pyramids = [
-        build_pyramid(frames[i * top_frames : (i + 1) * top_frames], job["temporal_factors"], job["spatial_factors"])
-        for i in range(n_clips)
-    ]
-    return job["row"], pyramids, ""
+    clips = frames[: n_clips * top_frames].reshape(n_clips, top_frames, *frames.shape[1:])  # a view: no copy
+    return job["row"], build_pyramid(clips, job["temporal_factors"], job["spatial_factors"]), ""
 
 
 def _create_datasets(h5: h5py.File, config: Config) -> None:
