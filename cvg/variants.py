@@ -26,3 +26,11 @@ def trained_levels(variant: str, n_levels: int) -> int:
     variant = variant.removesuffix(ON_REAL)
     partial = PARTIAL.fullmatch(variant)
     return n_levels if variant == "cascade" else int(partial.group(1)) if partial else 1
+
+
+def table_name(variant: str) -> str:
+    """The metrics table's name for a variant's samples: ``untrained_upsampling`` and
+    ``bilinear_level1`` say what was done to level 1; ``*_on_real_level1`` whose level 1 it is."""
+    if variant.endswith(ON_REAL):
+        return f"{variant}_level1"
+    return {"untrained": "untrained_upsampling", "bilinear": "bilinear_level1"}.get(variant, variant)

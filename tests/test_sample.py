@@ -121,7 +121,7 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
     from cvg.config import load_config
     from cvg.pyramid import naive_upsample, to_uint8, to_unit_range
     from cvg.sample import build_sampler, write_samples
-    from cvg.variants import trained_levels, variant_names
+    from cvg.variants import table_name, trained_levels, variant_names
     from tests.conftest import REPO
 
     cfg = load_config(REPO / "config" / "demo.yaml")  # 3 levels
@@ -129,6 +129,8 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
                                 "cascade_to_level2_on_real"]
     assert "cascade_to_level2" not in variant_names(2)
     assert [trained_levels(v, 3) for v in ("cascade", "untrained", "bilinear_on_real", "cascade_to_level2_on_real")] == [3, 1, 1, 2]
+    assert [table_name(v) for v in variant_names(3)] == ["cascade", "untrained_upsampling", "bilinear_level1", "cascade_to_level2", "cascade_on_real_level1",
+                                                         "bilinear_on_real_level1", "cascade_to_level2_on_real_level1"]
     with pytest.raises(ValueError, match="cascade_to_level3"):  # not an intermediate level
         build_sampler(cfg, ["1.pt", "2.pt", "3.pt"], "cascade_to_level3")
     with pytest.raises(ValueError, match="levels 1..2, got 1"):

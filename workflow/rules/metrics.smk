@@ -1,18 +1,16 @@
 # Metric tables: FVD / FID / IS of the cascade and its baselines, and the held-out real floor.
 
 from cvg.tables import experiments_of
+from cvg.variants import ON_REAL, table_name, variant_names
 
 
 def metric_samples(wildcards):
-    """{table model name: samples HDF5}: the cascade, its baselines and, for each intermediate
-    level k, the cascade cut at k (what each upsampling level adds); the on-real rows need
-    held-out real clips."""
-    partial = [f"cascade_to_level{k}" for k in range(2, len(exp(wildcards).levels))]
-    variants = {"cascade": "cascade", "untrained_upsampling": "untrained", "bilinear_level1": "bilinear"} | {v: v for v in partial}
-    if exp(wildcards).raw["metrics"]["heldout_split"]:
-        variants |= {"cascade_on_real_level1": "cascade_on_real", "bilinear_on_real_level1": "bilinear_on_real"}
-        variants |= {f"{v}_on_real_level1": f"{v}_on_real" for v in partial}
-    return {model: f"results/{wildcards.dataset}/samples/{variant}.h5" for model, variant in variants.items()}
+    """{table model name: samples HDF5}: every sample variant (``cvg.variants``: the cascade, its
+    baselines, the cascade cut at each intermediate level); the on-real ones only where held-out
+    real clips are configured."""
+    heldout = exp(wildcards).raw["metrics"]["heldout_split"]
+    variants = [v for v in variant_names(len(exp(wildcards).levels)) if heldout or not v.endswith(ON_REAL)]
+    return {table_name(v): f"results/{wildcards.dataset}/samples/{v}.h5" for v in variants}
 
 
 rule metrics:
