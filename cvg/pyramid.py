@@ -30,8 +30,10 @@ def spatial_downsample(video: torch.Tensor, factor: int) -> torch.Tensor:
     if h % factor or w % factor:
         raise ValueError(f"frame size {h}x{w} is not divisible by spatial factor {factor}")
     frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    small = F.interpolate(frames, size=(h // factor, w // factor), mode="bilinear", antialias=True, align_corners=False)
-    return small.reshape(b, t, c, h // factor, w // factor).permute(0, 2, 1, 3, 4)
+    # the antialiasing filter runs in float32: PyTorch's CPU kernel has no bfloat16 version, and
+    # under bf16 autocast the discriminators receive bfloat16 videos
+    small = F.interpolate(frames.float(), size=(h // factor, w // factor), mode="bilinear", antialias=True, align_corners=False)
+    return small.to(video.dtype).reshape(b, t, c, h // factor, w // factor).permute(0, 2, 1, 3, 4)
 
 
 def pyramid_step(video: torch.Tensor, temporal_factor: int, spatial_factor: int) -> torch.Tensor:

@@ -12,46 +12,13 @@ process FrameNorm has nothing to all-reduce); the gloo path is tested in test_tr
 """
 
 import numpy as np
-import torch
 
 from cvg.config import build_config
 from cvg.metrics.i3d import exact_fp32_convolutions
-from cvg.train.level import Level
-from tests.conftest import needs_cuda, tiny_raw_config
-from tests.test_train import TRAIN, tiny_data  # noqa: F401  (tiny_data: the shared fixture)
+from tests.conftest import needs_cuda
+from tests.test_train import TRAIN, level_losses, tiny_data, tiny_level_config  # noqa: F401  (tiny_data: the shared fixture)
 
 pytestmark = needs_cuda
-
-
-def tiny_level_config(tmp_path, **train):
-    raw = tiny_raw_config(tmp_path)
-    raw["model"] = {"preset": "tiny"}
-    raw["train"] = {"defaults": {"batch_size": 4, **train}}
-    return build_config(raw)
-
-
-def level_losses(cfg, device: str, steps: int = 2, bf16: bool = False, compile_: bool = False) -> list[float]:
-    """D and G losses of ``steps`` training steps of level 2 from the same initial weights and
-    inputs on any device."""
-    torch.manual_seed(0)
-    level = Level(cfg, 2, n_classes=3, device=device)  # built on the CPU, then moved: same weights everywhere
-    if compile_:
-        level.compile()
-    spec, prev = cfg.level(2), cfg.level(1)
-    gen = torch.Generator().manual_seed(1)
-    b = cfg.train(2).batch_size
-    real = (torch.rand(b, 3, spec.window_out, spec.resolution, spec.resolution, generator=gen) * 2 - 1).to(device)
-    cond = (torch.rand(b, 3, spec.window, prev.resolution, prev.resolution, generator=gen) * 2 - 1).to(device)
-    label = torch.randint(0, 3, (b,), generator=gen).to(device)
-    losses = []
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        for step in range(steps):
-            for sub in range(cfg.train(2).d_steps):
-                draws = level.draws(step, sub, b, slice(0, b), spec.window_out, 2)
-                losses.append(float(level.update_D(real, cond, cond, label, draws)))
-            draws = level.draws(step, cfg.train(2).d_steps, b, slice(0, b), spec.window_out, 1)
-            losses.append(float(level.update_G(cond, label, draws)))
-    return losses
 
 
 def test_level_updates_on_cuda_match_cpu(tmp_path):
@@ -65,7 +32,7 @@ def test_bf16_autocast_and_compile_follow_eager_fp32(tmp_path):
     cfg = tiny_level_config(tmp_path)
     with exact_fp32_convolutions():
         eager = level_losses(cfg, "cuda")
-        compiled = level_losses(cfg, "cuda", compile_=True)
+        compiled = level_losses(cfg, "cuda", compile_backend="inductor")
     bf16 = level_losses(cfg, "cuda", bf16=True)
     np.testing.assert_allclose(compiled, eager, rtol=1e-3, atol=1e-3)
     assert np.isfinite(bf16).all()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -36,6 +37,50 @@ def make_config(raw, **train):
     raw = copy.deepcopy(raw)
     raw["train"]["defaults"].update(train)
     return build_config(raw)
+
+
+def tiny_level_config(tmp_path, **train):
+    raw = tiny_raw_config(tmp_path)
+    raw["model"] = {"preset": "tiny"}
+    raw["train"] = {"defaults": {"batch_size": 4, **train}}
+    return build_config(raw)
+
+
+def level_losses(cfg, device: str, steps: int = 2, bf16: bool = False, compile_backend: str | None = None) -> list[float]:
+    """D and G losses of ``steps`` training steps of level 2 from the same initial weights and
+    inputs on any device, optionally under bf16 autocast or torch.compile."""
+    torch.manual_seed(0)
+    level = Level(cfg, 2, n_classes=3, device=device)  # built on the CPU, then moved: same weights everywhere
+    if compile_backend:
+        level.compile(compile_backend)
+    spec, prev = cfg.level(2), cfg.level(1)
+    gen = torch.Generator().manual_seed(1)
+    b = cfg.train(2).batch_size
+    real = (torch.rand(b, 3, spec.window_out, spec.resolution, spec.resolution, generator=gen) * 2 - 1).to(device)
+    cond = (torch.rand(b, 3, spec.window, prev.resolution, prev.resolution, generator=gen) * 2 - 1).to(device)
+    label = torch.randint(0, 3, (b,), generator=gen).to(device)
+    losses = []
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        for step in range(steps):
+            for sub in range(cfg.train(2).d_steps):
+                draws = level.draws(step, sub, b, slice(0, b), spec.window_out, 2)
+                losses.append(float(level.update_D(real, cond, cond, label, draws)))
+            draws = level.draws(step, cfg.train(2).d_steps, b, slice(0, b), spec.window_out, 1)
+            losses.append(float(level.update_G(cond, label, draws)))
+    return losses
+
+
+def test_bf16_autocast_and_compiled_graphs_on_cpu(tmp_path):
+    """The CPU side of test_cuda.py's check: a level's updates under bf16 autocast and traced by
+    torch.compile (the "aot_eager" backend: the same graph capture and autograd tracing as on a
+    GPU, without the C++ code generation) follow the eager fp32 losses."""
+    cfg = tiny_level_config(tmp_path)
+    eager = level_losses(cfg, "cpu")
+    compiled = level_losses(cfg, "cpu", compile_backend="aot_eager")
+    bf16 = level_losses(cfg, "cpu", bf16=True)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert np.isfinite(bf16).all() and bf16 != eager
+    np.testing.assert_allclose(bf16, eager, rtol=0.05, atol=0.1)  # bf16: an 8-bit mantissa, over a few steps
 
 
 def test_each_level_trains_and_checkpoints_load_safely(tiny_data, tmp_path):

@@ -225,6 +225,8 @@ def train_level(
         level.D_run = DDP(level.D_run, device_ids=ids, broadcast_buffers=False)
     if t.compile and dev.type == "cuda":
         level.compile()
+    elif t.compile and rank == 0:
+        print(f"level {index}: train.compile applies on CUDA only; running eagerly on {dev.type}", flush=True)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
 
     local = slice(rank * stream.local, (rank + 1) * stream.local)
