@@ -84,3 +84,20 @@ def test_missing_or_empty_dataset_gives_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="has no videos"):
         list_videos(config_for(tmp_path / "empty", "folder", ["train"]))
+
+
+def test_demo_spec_sizes_and_determinism():
+    """The demo's object and texture scales are settings (level 1 must be able to draw them)."""
+    import numpy as np
+
+    from cvg.data.demo import DemoSpec, render_clip
+
+    small = DemoSpec(frames=4, width=48, height=48, object_size=[0.05, 0.06])
+    large = DemoSpec(frames=4, width=48, height=48, object_size=[0.3, 0.32])
+    assert large.object_size == (0.3, 0.32)  # YAML lists become a hashable tuple
+    np.testing.assert_array_equal(render_clip(0, 1, "train", large), render_clip(0, 1, "train", large))
+    flat = DemoSpec(frames=4, width=48, height=48, object_size=[1e-3, 1e-3])  # background alone
+    covered = [(render_clip(0, 1, "train", s) != render_clip(0, 1, "train", flat)).any(-1).mean() for s in (small, large)]
+    assert covered[1] > 5 * covered[0] > 0
+    with pytest.raises(ValueError, match="demo.grating_frequency"):
+        DemoSpec(grating_frequency=[0.2, 0.1])

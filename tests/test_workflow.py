@@ -97,3 +97,6 @@ def test_demo_data_targets_run_for_real(tmp_path):
     assert pd.read_csv(tmp_path / "results" / "demo" / "data" / "failures.csv").empty
     again = snakemake(tmp_path, "results/demo/data/index.csv", "-n", "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr
+    raw["dataset"]["demo"]["object_size"] = [0.1, 0.12]  # new demo settings: rendered again, then all after it
+    changed = snakemake(tmp_path, "results/demo/data/index.csv", "-n", "--configfile", str(write_config(cfg, raw)))
+    assert "Params have changed" in changed.stdout and all(f"{rule}  " in changed.stdout for rule in ("demo_videos", "manifest", "index"))

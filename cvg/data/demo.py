@@ -32,6 +32,15 @@ class DemoSpec:
     fps: float = 25.0
     seed: int = 0
     crf: int = 20
+    object_size: tuple[float, float] = (0.09, 0.14)  # radius range, fraction of the shorter side
+    grating_frequency: tuple[float, float] = (0.08, 0.25)  # background gratings, radians per pixel
+
+    def __post_init__(self) -> None:
+        for name in ("object_size", "grating_frequency"):  # YAML gives lists; keep the spec hashable
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"demo.{name} must be [min, max] with 0 < min <= max, got {[lo, hi]}")
+            object.__setattr__(self, name, (float(lo), float(hi)))
 
 
 def _rng(seed: int, split: str, label: int, index: int) -> np.random.Generator:
@@ -47,7 +56,7 @@ def _background(rng: np.random.Generator, spec: DemoSpec, yy: np.ndarray, xx: np
     velocity = rng.uniform(-0.6, 0.6, size=2)
     for _ in range(2):
         angle = rng.uniform(0, np.pi)
-        freq = rng.uniform(0.08, 0.25)
+        freq = rng.uniform(*spec.grating_frequency)
         phase = rng.uniform(0, 2 * np.pi)
         kx, ky = freq * np.cos(angle), freq * np.sin(angle)
         drift = kx * velocity[0] + ky * velocity[1]
@@ -100,7 +109,7 @@ def render_clip(label: int, index: int, split: str = "train", spec: DemoSpec = D
     yy, xx = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
     video = _background(rng, spec, yy, xx)
     for _ in range(rng.integers(1, 3)):
-        radius = rng.uniform(0.09, 0.14) * min(spec.width, spec.height)
+        radius = rng.uniform(*spec.object_size) * min(spec.width, spec.height)
         colour = rng.uniform(0.55, 1.0, size=3).astype(np.float32) * rng.permutation([1.0, 0.6, 0.2]).astype(np.float32)
         path = _trajectory(rng, motion, spec, radius)
         for t, (cx, cy) in enumerate(path):

@@ -14,6 +14,10 @@ rule demo_videos:
         demo_root="|".join(re.escape(r) for r in demo_roots().values()) or "^$",
     params:
         config=lambda wc: next(CONFIG_FILES[n] for n, r in demo_roots().items() if r == wc.demo_root),
+        # re-rendered (Snakemake empties the folder first) when the demo's settings change
+        settings=lambda wc: json.dumps(
+            next(c.dataset.options.get("demo", {}) for c in EXPERIMENTS.values() if c.dataset.root == wc.demo_root), sort_keys=True
+        ),
     log:
         "logs/demo_videos/{demo_root}.log",
     threads: 2
