@@ -1,7 +1,9 @@
 """Long-video unrolling: frames/s and peak memory of sampling one video of growing length
 through a trained-shape cascade (chunked unrolling), one fresh subprocess per length.
 On CPU the memory figure is the growth of peak RSS over the sampling call; on CUDA it is the
-peak memory allocated by torch during the call.
+peak memory allocated by torch during the call. ``outputs_MB`` is what the returned videos
+occupy (every level; the top one as uint8), which must grow with the length; ``working_MB``
+(peak minus outputs) is what chunked unrolling keeps flat.
 
     python benchmarks/unroll.py --preset demo --lengths 48 96 240 480 1000
     python benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 96 240 480 1000
@@ -51,7 +53,17 @@ def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", wi
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     out = videos[-1].shape[2]
-    return {"frames": out, "resolution": videos[-1].shape[-1], "chunk": chunk, "seconds": seconds, "frames_per_s": out / seconds, "peak_MB": peak["bytes"] / 2**20}
+    outputs_mb = sum(v.numel() * v.element_size() for v in videos) / 2**20  # the returned videos must grow with length
+    return {
+        "frames": out,
+        "resolution": videos[-1].shape[-1],
+        "chunk": chunk,
+        "seconds": seconds,
+        "frames_per_s": out / seconds,
+        "peak_MB": peak["bytes"] / 2**20,
+        "outputs_MB": outputs_mb,
+        "working_MB": peak["bytes"] / 2**20 - outputs_mb,
+    }
 
 
 def main() -> None:

@@ -43,15 +43,17 @@ def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, c
         set_time_offset(g, 0)
         return transform(g(cond, z, label))
     halo = temporal_halo(g)
-    pieces = []
+    result = None  # allocated at the first chunk and filled in place: no second copy at the end
     for start in range(0, t_in, chunk):
         stop = min(start + chunk, t_in)
         lo, hi = max(0, start - halo), min(t_in, stop + halo)
         set_time_offset(g, lo * k)
-        out = g(cond[:, :, lo:hi], z, label)
-        pieces.append(transform(out[:, :, (start - lo) * k : (stop - lo) * k]))
+        piece = transform(g(cond[:, :, lo:hi], z, label)[:, :, (start - lo) * k : (stop - lo) * k])
+        if result is None:
+            result = piece.new_empty((*piece.shape[:2], t_in * k, *piece.shape[3:]))
+        result[:, :, start * k : stop * k] = piece
     set_time_offset(g, 0)
-    return torch.cat(pieces, 2)
+    return result
 
 
 def n_classes_of(g: nn.Module) -> int:
