@@ -1,9 +1,11 @@
 """Each adapter against a small fake tree with the real dataset's layout and real videos."""
 
 
+import numpy as np
 import pytest
 
 from cvg.config import build_config
+from cvg.data.demo import DemoSpec, render_clip
 from cvg.data.sources import DatasetError, list_videos
 from tests.conftest import copy_video, tiny_raw_config
 
@@ -88,10 +90,6 @@ def test_missing_or_empty_dataset_gives_one_clear_error(tmp_path):
 
 def test_demo_spec_sizes_and_determinism():
     """The demo's object and texture scales are settings (level 1 must be able to draw them)."""
-    import numpy as np
-
-    from cvg.data.demo import DemoSpec, render_clip
-
     small = DemoSpec(frames=4, width=48, height=48, object_size=[0.05, 0.06])
     large = DemoSpec(frames=4, width=48, height=48, object_size=[0.3, 0.32])
     assert large.object_size == (0.3, 0.32)  # YAML lists become a hashable tuple

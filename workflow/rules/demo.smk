@@ -7,17 +7,20 @@ def demo_roots():
     return {name: cfg.dataset.root for name, cfg in EXPERIMENTS.items() if cfg.dataset.kind == "demo"}
 
 
+def demo_experiment(root):
+    """The name of the demo experiment whose videos go to ``root``."""
+    return next(name for name, r in demo_roots().items() if r == root)
+
+
 rule demo_videos:
     output:
         directory("{demo_root}"),
     wildcard_constraints:
         demo_root="|".join(re.escape(r) for r in demo_roots().values()) or "^$",
     params:
-        config=lambda wc: next(CONFIG_FILES[n] for n, r in demo_roots().items() if r == wc.demo_root),
+        config=lambda wc: CONFIG_FILES[demo_experiment(wc.demo_root)],
         # re-rendered (Snakemake empties the folder first) when the demo's settings change
-        settings=lambda wc: json.dumps(
-            next(c.dataset.options.get("demo", {}) for c in EXPERIMENTS.values() if c.dataset.root == wc.demo_root), sort_keys=True
-        ),
+        settings=lambda wc: json.dumps(EXPERIMENTS[demo_experiment(wc.demo_root)].dataset.options.get("demo", {}), sort_keys=True),
     log:
         "logs/demo_videos/{demo_root}.log",
     threads: 2
