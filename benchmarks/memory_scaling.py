@@ -4,8 +4,8 @@ For a two-level 128x128 cascade (preset bdd128 geometry: level 1 at 64x64 genera
 output frames; level 2 trained on fixed 6 -> 12 frame windows at 128x128) and a non-cascaded
 baseline generating all frames at 128x128 directly, measure the peak memory of one G+D
 training step (D update on real and fake, then G update, Adam) as the output length grows.
-Each point runs in a fresh subprocess: on CPU the figure is the growth of peak RSS
-(ru_maxrss) over the step; on CUDA, torch.cuda.max_memory_allocated.
+Each point runs in a fresh subprocess: on CPU the figure is the peak RSS over the step minus
+the RSS before it (``benchmarks.common.peak_memory``); on CUDA, torch.cuda.max_memory_allocated.
 
     python benchmarks/memory_scaling.py --width 0.0625 --lengths 12 24 48 96 140
     python benchmarks/memory_scaling.py --preset bdd256 --width 0.0625 --lengths 48   # 48/256x256
@@ -87,7 +87,7 @@ def main() -> None:
         print(json.dumps(training_step(args.preset, args.width, args.worker[0], int(args.worker[1]), args.device)))
         return
 
-    from benchmarks.common import report
+    from benchmarks.common import fresh_process_env, report
     from cvg.models.presets import get_preset
 
     n_levels = len(get_preset(args.preset).levels)
@@ -96,7 +96,7 @@ def main() -> None:
     for frames in args.lengths:
         for model in models:
             cmd = [sys.executable, __file__, "--preset", args.preset, "--width", str(args.width), "--device", args.device, "--worker", model, str(frames)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, env=fresh_process_env())
             if out.returncode != 0:  # out of device memory is a result (the baseline's, at paper width), not a crash
                 status = "out of memory" if "OutOfMemoryError" in out.stderr or "out of memory" in out.stderr else "failed"
                 rows.append({"model": model, "output_frames": frames, "trained_frames": -1, "peak_MB": float("nan"), "status": status})

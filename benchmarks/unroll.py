@@ -78,13 +78,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(run_point(args.preset, args.worker, args.chunk, args.device, args.width)))
         return
-    from benchmarks.common import report
+    from benchmarks.common import fresh_process_env, report
 
     rows = []
     for frames in args.lengths:
         cmd = [sys.executable, __file__, "--preset", args.preset, "--chunk", str(args.chunk), "--device", args.device,
                "--width", str(args.width), "--worker", str(frames)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=fresh_process_env())
         rows.append({"preset": args.preset, "width": args.width, "device": args.device, **json.loads(out.stdout.strip().splitlines()[-1])})
     report("unroll", rows)
 
