@@ -25,7 +25,8 @@ def fresh_process_env() -> dict:
     """Environment for a measuring subprocess: glibc hands every buffer of 64 KiB or more back
     to the system when it is freed, so the process's RSS follows the memory actually in use
     instead of what the allocator happens to keep cached (without it, the same level-2 training
-    step read 785-869 MB across runs; with it 535.7-536.0 MB)."""
+    step read 785-869 MB across runs; with it 535.7-536.0 MB). It slows CPU work 2-3x: time
+    such a run apart."""
     return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
