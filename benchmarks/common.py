@@ -49,7 +49,7 @@ def _start_rss_peak() -> int:
             f.write("5")
     except OSError:
         now = None
-    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return now if now is not None else _rss_peak()
 
 
 def _rss_peak() -> int:

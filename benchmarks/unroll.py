@@ -1,7 +1,8 @@
 """Long-video unrolling: frames/s and peak memory of sampling one video of growing length
 through a trained-shape cascade (chunked unrolling), one fresh subprocess per length.
-On CPU the memory figure is the growth of peak RSS over the sampling call; on CUDA it is the
-peak memory allocated by torch during the call. Each length runs twice, once for the time and
+On CPU the memory figure is the peak RSS over the sampling call minus the RSS before it
+(``benchmarks.common.peak_memory``); on CUDA it is the peak memory allocated by torch during
+the call. Each length runs twice, once for the time and
 once for the memory (see ``fresh_process_env``). ``outputs_MB`` is what the returned videos
 occupy (every level; the top one as uint8), which must grow with the length; ``working_MB``
 (peak minus outputs) is what chunked unrolling keeps flat.
