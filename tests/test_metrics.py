@@ -1,12 +1,14 @@
 import copy
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cvg.metrics.frechet import frechet_distance, frechet_from_samples, frechet_in_sample_space, inception_score, paired_bootstrap
+from cvg.metrics.frechet import (frechet_distance, frechet_from_samples, frechet_in_sample_space, gaussian_stats, inception_score,
+                                 paired_bootstrap)
 
 from tests.conftest import needs_cuda
 
@@ -47,7 +49,30 @@ def test_frechet_in_sample_space_equals_sqrtm(n, dim):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
     y = 1.5 * rng.normal(size=(n + 7, dim)) + 0.3
-    assert frechet_in_sample_space(x, y) == pytest.approx(frechet_from_samples(x, y), rel=1e-6)
+    assert frechet_in_sample_space(x, y) == pytest.approx(frechet_distance(*gaussian_stats(x), *gaussian_stats(y)), rel=1e-6)
+
+
+def _frechet_by_eigh(a, b):
+    """Independent reference: tr sqrtm(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)), symmetric PSD
+    square roots by eigh, so no complex arithmetic anywhere."""
+    (m1, s1), (m2, s2) = gaussian_stats(a), gaussian_stats(b)
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(w.clip(0))) @ v.T
+    cross = np.sqrt(np.linalg.eigvalsh(root @ s2 @ root).clip(0)).sum()
+    return (m1 - m2) @ (m1 - m2) + np.trace(s1) + np.trace(s2) - 2 * cross
+
+
+def test_frechet_of_few_clips_with_spread_out_logits():
+    # 48 clips of 400 logits whose variances span orders of magnitude, like I3D's: sqrtm of the
+    # singular covariance product has imaginary parts far above round-off, and the D x D route
+    # raises (a demo metrics run failed so); frechet_from_samples must give the exact value
+    rng = np.random.default_rng(0)
+    scales = np.exp(rng.normal(0, 2.5, 400))
+    a, b = rng.normal(size=(48, 400)) * scales, rng.normal(size=(48, 400)) * scales * 1.3 + 0.5
+    with pytest.raises(ValueError, match="imaginary component"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (sqrtm may also warn of the singular matrix)
+        frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    assert frechet_from_samples(a, b) == pytest.approx(_frechet_by_eigh(a, b), rel=1e-6)
 
 
 def test_paired_bootstrap_interval():

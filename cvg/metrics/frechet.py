@@ -39,6 +39,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 
 def frechet_from_samples(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance of two activation sets (N, D). With no more clips than dimensions in
+    either set (48 clips of 400 logits in the demo) the covariances are singular, and sqrtm of
+    their product carries numerical imaginary parts (0.002-1 measured) that make the D x D route
+    fail; the sample-space form is exact there and cannot. Otherwise (paper scale: thousands of
+    clips) the D x D route is the cheaper one."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim == 2 and b.ndim == 2 and min(len(a), len(b)) <= a.shape[1]:
+        return frechet_in_sample_space(a, b)
     return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
 
 
