@@ -34,9 +34,14 @@ class DemoSpec:
     crf: int = 20
     object_size: tuple[float, float] = (0.09, 0.14)  # radius range, fraction of the shorter side
     grating_frequency: tuple[float, float] = (0.08, 0.25)  # background gratings, radians per pixel
+    # the second grating's range when given: fine texture that the pyramid's lower levels blur
+    # away, so that the upsampling levels have detail to add that bilinear upsampling cannot
+    detail_frequency: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("object_size", "grating_frequency"):  # YAML gives lists; keep the spec hashable
+        for name in ("object_size", "grating_frequency", "detail_frequency"):  # YAML gives lists; keep the spec hashable
+            if getattr(self, name) is None:
+                continue
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"demo.{name} must be [min, max] with 0 < min <= max, got {[lo, hi]}")
@@ -54,9 +59,9 @@ def _background(rng: np.random.Generator, spec: DemoSpec, yy: np.ndarray, xx: np
     base = rng.uniform(0.15, 0.55, size=3).astype(np.float32)
     out = np.broadcast_to(base, (spec.frames, spec.height, spec.width, 3)).copy()
     velocity = rng.uniform(-0.6, 0.6, size=2)
-    for _ in range(2):
+    for i in range(2):
         angle = rng.uniform(0, np.pi)
-        freq = rng.uniform(*spec.grating_frequency)
+        freq = rng.uniform(*(spec.detail_frequency if i == 1 and spec.detail_frequency else spec.grating_frequency))
         phase = rng.uniform(0, 2 * np.pi)
         kx, ky = freq * np.cos(angle), freq * np.sin(angle)
         drift = kx * velocity[0] + ky * velocity[1]
