@@ -40,9 +40,10 @@ class DemoSpec:
 
     def __post_init__(self) -> None:
         for name in ("object_size", "grating_frequency", "detail_frequency"):  # YAML gives lists; keep the spec hashable
-            if getattr(self, name) is None:
+            value = getattr(self, name)
+            if value is None:
                 continue
-            lo, hi = getattr(self, name)
+            lo, hi = value
             if not 0 < lo <= hi:
                 raise ValueError(f"demo.{name} must be [min, max] with 0 < min <= max, got {[lo, hi]}")
             object.__setattr__(self, name, (float(lo), float(hi)))
@@ -59,9 +60,9 @@ def _background(rng: np.random.Generator, spec: DemoSpec, yy: np.ndarray, xx: np
     base = rng.uniform(0.15, 0.55, size=3).astype(np.float32)
     out = np.broadcast_to(base, (spec.frames, spec.height, spec.width, 3)).copy()
     velocity = rng.uniform(-0.6, 0.6, size=2)
-    for i in range(2):
+    for frequency in (spec.grating_frequency, spec.detail_frequency or spec.grating_frequency):
         angle = rng.uniform(0, np.pi)
-        freq = rng.uniform(*(spec.detail_frequency if i == 1 and spec.detail_frequency else spec.grating_frequency))
+        freq = rng.uniform(*frequency)
         phase = rng.uniform(0, 2 * np.pi)
         kx, ky = freq * np.cos(angle), freq * np.sin(angle)
         drift = kx * velocity[0] + ky * velocity[1]
