@@ -74,11 +74,15 @@ def decode_video(
     max_frames: int | None = None,
     threads: int = 1,
     scale_flags: str = "area",
+    out: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to uint8 RGB frames (T, resolution, resolution, 3).
 
     Frames are resampled to ``fps`` (ffmpeg's fps filter), centre-cropped to a square and
     scaled to ``resolution`` x ``resolution``. Decoding stops after ``max_frames``.
+    With ``out``, ffmpeg writes the raw frames to that file (RAM-backed scratch, say) and the
+    result is a read-only memory map of it: no pipe, no copy in Python. The caller owns the
+    file, also when decoding fails.
     Raises DecodeError with ffmpeg's last message for unreadable or non-video files.
     """
     path = Path(path)
@@ -95,15 +99,25 @@ def decode_video(
     out_kwargs = {"format": "rawvideo", "pix_fmt": "rgb24", "threads": threads}
     if max_frames is not None:
         out_kwargs["frames:v"] = max_frames
-    args = stream.output("pipe:", **out_kwargs).global_args("-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_executable())
-    out, stderr, returncode = _run_to_memory(args)
+    target = "pipe:" if out is None else str(out)
+    args = stream.output(target, **out_kwargs).global_args("-nostdin", "-loglevel", "error", "-y").compile(cmd=ffmpeg_executable())
+    if out is None:
+        data, stderr, returncode = _run_to_memory(args)
+        size = len(data)
+    else:
+        result = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr, returncode = result.stderr, result.returncode
+        size = Path(out).stat().st_size if Path(out).is_file() else 0
     if returncode != 0:
         raise DecodeError(f"ffmpeg: {_last_error_line(stderr)}")
     frame_bytes = resolution * resolution * 3
-    n = len(out) // frame_bytes
+    n = size // frame_bytes
     if n == 0:
         raise DecodeError("no video frames decoded")
-    return np.frombuffer(out, np.uint8, count=n * frame_bytes).reshape(n, resolution, resolution, 3)
+    shape = (n, resolution, resolution, 3)
+    if out is None:
+        return np.frombuffer(data, np.uint8, count=n * frame_bytes).reshape(shape)
+    return np.memmap(out, np.uint8, mode="r", shape=shape)
 
 
 def encode_video(

