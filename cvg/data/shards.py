@@ -206,22 +206,27 @@ def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: 
         h5.attrs.update(pyramid_attributes(config))
         h5.attrs.update({"split": split, "shard": shard})
         results = pool.imap(decode_to_scratch, jobs, chunksize=1)
+        frames = {lv.index: h5[f"level{lv.index}"] for lv in config.levels}
+        per_clip: dict[str, list] = {"label": [], "start_frame": [], "clip_id": [], "source": []}  # written once, at the end
         for row, paths, k, reason in tqdm(results, total=len(jobs), desc=f"shard {split}/{shard:05d}", unit="video"):
             entry = manifest.loc[row]
             if paths is None:
                 failures.append({"path": entry.path, "split": split, "video_id": entry.video_id, "reason": reason})
                 continue
-            for name in [f"level{lv.index}" for lv in config.levels] + ["label", "start_frame", "clip_id", "source"]:
-                h5[name].resize(n_clips + k, axis=0)
             for lv, path in zip(config.levels, paths):  # the top level's file may hold a partial clip more
+                frames[lv.index].resize(n_clips + k, axis=0)
                 shape = (k, lv.frames, lv.resolution, lv.resolution, 3)
-                h5[f"level{lv.index}"][n_clips : n_clips + k] = np.memmap(path, np.uint8, mode="r", shape=shape)
+                frames[lv.index][n_clips : n_clips + k] = np.memmap(path, np.uint8, mode="r", shape=shape)
                 os.unlink(path)
-            h5["label"][n_clips : n_clips + k] = entry.label
-            h5["start_frame"][n_clips : n_clips + k] = [i * config.top.frames for i in range(k)]
-            h5["clip_id"][n_clips : n_clips + k] = [f"{entry.video_id}#{i}" for i in range(k)]
-            h5["source"][n_clips : n_clips + k] = [entry.path] * k
+            per_clip["label"] += [entry.label] * k
+            per_clip["start_frame"] += [i * config.top.frames for i in range(k)]
+            per_clip["clip_id"] += [f"{entry.video_id}#{i}" for i in range(k)]
+            per_clip["source"] += [entry.path] * k
             n_clips += k
+        for name, values in per_clip.items():
+            h5[name].resize(n_clips, axis=0)
+            if values:
+                h5[name][:] = values
         h5.attrs["clips"] = n_clips
     return n_clips
 
