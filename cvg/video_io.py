@@ -6,6 +6,7 @@ static binary shipped by the ``imageio-ffmpeg`` wheel, so ``pip install`` alone 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -105,10 +106,12 @@ def decode_video(
         data, stderr, returncode = _run_to_memory(args)
         size = len(data)
     else:
-        result = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        result = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         stderr, returncode = result.stderr, result.returncode
         size = Path(out).stat().st_size if Path(out).is_file() else 0
     if returncode != 0:
+        if out is not None and b"No space left on device" in stderr:  # the scratch is full, not the video bad
+            raise OSError(errno.ENOSPC, f"no space left for decoded frames in {Path(out).parent} (set $CVG_SCRATCH to a larger folder)", str(out))
         raise DecodeError(f"ffmpeg: {_last_error_line(stderr)}")
     frame_bytes = resolution * resolution * 3
     n = size // frame_bytes

@@ -67,7 +67,10 @@ def _init_worker() -> None:
 
 
 def _scratch_dir() -> str | None:
-    """RAM-backed scratch for handing pyramids from workers to the writer (None: default tmp)."""
+    """Where workers hand decoded frames to the writer: $CVG_SCRATCH, else RAM-backed /dev/shm,
+    else the default temporary folder (None). Each worker holds one video's frames there."""
+    if os.environ.get("CVG_SCRATCH"):
+        return os.environ["CVG_SCRATCH"]
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
