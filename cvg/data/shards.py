@@ -83,22 +83,19 @@ def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
     both cost more context switches and copies on a loaded machine than the pyramid does.
     Returns (row, one scratch path per level or None, clips, failure reason).
     """
+    # files of a worker that raises are swept by ``write_shard`` (same prefix), which then stops
     fd, top_path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
     os.close(fd)
-    try:
-        row, levels, reason = decode_clips(job, top_out=top_path)
-        if levels is None:
-            os.unlink(top_path)
-            return row, None, 0, reason
-        paths = []
-        for clips in levels[:-1]:
-            fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
-            with os.fdopen(fd, "wb") as f:
-                f.write(np.ascontiguousarray(clips).data)
-            paths.append(path)
-    except BaseException:
-        Path(top_path).unlink(missing_ok=True)
-        raise
+    row, levels, reason = decode_clips(job, top_out=top_path)
+    if levels is None:
+        os.unlink(top_path)
+        return row, None, 0, reason
+    paths = []
+    for clips in levels[:-1]:
+        fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
+        with os.fdopen(fd, "wb") as f:
+            f.write(np.ascontiguousarray(clips).data)
+        paths.append(path)
     return row, [*paths, top_path], len(levels[0]), ""
 
 
