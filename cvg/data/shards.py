@@ -84,7 +84,8 @@ def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
     Returns (row, one scratch path per level or None, clips, failure reason).
     """
     # files of a worker that raises are swept by ``write_shard`` (same prefix), which then stops
-    fd, top_path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
+    scratch = _scratch_dir()
+    fd, top_path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=scratch)
     os.close(fd)
     row, levels, reason = decode_clips(job, top_out=top_path)
     if levels is None:
@@ -92,7 +93,7 @@ def decode_to_scratch(job: dict) -> tuple[int, list[str] | None, int, str]:
         return row, None, 0, reason
     paths = []
     for clips in levels[:-1]:
-        fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=_scratch_dir())
+        fd, path = tempfile.mkstemp(prefix=job["scratch_prefix"], suffix=".rgb", dir=scratch)
         with os.fdopen(fd, "wb") as f:
             f.write(np.ascontiguousarray(clips).data)
         paths.append(path)
