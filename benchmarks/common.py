@@ -15,6 +15,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def git_version() -> str:
+    """The commit the rows were measured at; $CVG_GIT_VERSION where the tree has no .git."""
+    if os.environ.get("CVG_GIT_VERSION"):
+        return os.environ["CVG_GIT_VERSION"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
