@@ -30,6 +30,7 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
     from cvg.models.presets import build_baseline, build_discriminators, build_generator, get_preset
 
     torch.manual_seed(0)
+    torch.set_default_device(device)  # initialise on the device: orthogonal init of paper-width layers takes minutes on a CPU
     preset = get_preset(preset_name, width)
     levels, batch = preset.levels, 1
     label = torch.zeros(batch, dtype=torch.long, device=device) if preset.n_classes else None

@@ -62,7 +62,8 @@ def measure(cfg, index: int, batch: int, device: str, steps: int, compile_: bool
     from cvg.train.level import Level
 
     torch.manual_seed(0)
-    level = Level(cfg, index, n_classes=4, device=device)
+    with torch.device(device):  # initialise on the device: orthogonal init of paper-width layers takes minutes on a CPU
+        level = Level(cfg, index, n_classes=4, device=device)
     spec, prev = cfg.level(index), (cfg.level(index - 1) if index > 1 else None)
     dev = torch.device(device)
     real = torch.rand(batch, 3, spec.window_out, spec.resolution, spec.resolution, device=dev) * 2 - 1

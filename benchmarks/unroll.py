@@ -35,7 +35,8 @@ def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", wi
     cfg = config_for(preset_name, width, 2, "fp32")
     preset = get_preset(preset_name, width)
     dev = torch.device(device)
-    gens = [build_generator(preset, cfg.levels, lv.index, 4).to(dev) for lv in cfg.levels]
+    with dev:  # initialise on the device: orthogonal init of paper-width layers takes minutes on a CPU
+        gens = [build_generator(preset, cfg.levels, lv.index, 4) for lv in cfg.levels]
     for lv, g in zip(cfg.levels, gens):  # a few training-mode passes give the norms statistics
         with torch.no_grad():
             z, label = torch.randn(2, preset.z_dim, device=dev), torch.zeros(2, dtype=torch.long, device=dev)

