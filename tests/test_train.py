@@ -70,6 +70,19 @@ def level_losses(cfg, device: str, steps: int = 2, bf16: bool = False, compile_b
     return losses
 
 
+def test_a_compiler_crash_names_the_setting_to_change(tmp_path):
+    """A crash inside torch.compile's backend (as Triton's did on an H200) surfaces as one error
+    naming the config key that turns compilation off, with the compiler's own error chained."""
+    from cvg.train.level import CompileError
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("PassManager::run failed")
+
+    with pytest.raises(CompileError, match=r"level 2: torch.compile \(backend 'broken_backend'\).*train.compile: false.*train.levels\[1\]") as info:
+        level_losses(tiny_level_config(tmp_path), "cpu", compile_backend=broken_backend)
+    assert "PassManager::run failed" in str(info.value.__cause__)
+
+
 def test_bf16_autocast_and_compiled_graphs_on_cpu(tmp_path):
     """The CPU side of test_cuda.py's check: a level's updates under bf16 autocast and traced by
     torch.compile (the "aot_eager" backend: the same graph capture and autograd tracing as on a

