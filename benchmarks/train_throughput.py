@@ -8,7 +8,7 @@ runs fp32 convolutions in TF32 by default). On CUDA the peak allocated memory of
 is reported too.
 
     python benchmarks/train_throughput.py --presets tiny demo --batch 8
-    python benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 16 --device cuda --precision bf16 --compile
+    python benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 16 --micro-batch 2 --device cuda --precision bf16
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def config_for(preset_name: str, width: float, batch: int, precision: str):
+def config_for(preset_name: str, width: float, batch: int, precision: str, micro_batch: int = 0):
     from cvg.config import build_config
     from cvg.models.presets import get_preset
 
@@ -34,7 +34,7 @@ def config_for(preset_name: str, width: float, batch: int, precision: str):
         levels.append(entry)
     return build_config({
         "name": f"bench_{preset_name}", "dataset": {"kind": "folder", "root": "."}, "data": {}, "levels": levels,
-        "model": {"preset": preset_name, "width": width}, "train": {"defaults": {"batch_size": batch, "precision": precision}},
+        "model": {"preset": preset_name, "width": width}, "train": {"defaults": {"batch_size": batch, "precision": precision, "micro_batch": micro_batch}},
     })
 
 
@@ -112,17 +112,18 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile G and D, as train.compile does on CUDA")
     parser.add_argument("--levels", type=int, nargs="+", help="only these levels (default: all)")
+    parser.add_argument("--micro-batch", type=int, default=0, help="train.micro_batch: accumulate over micro-batches of this size (0: off)")
     args = parser.parse_args()
 
     from benchmarks.common import report
 
     rows = []
     for name in args.presets:
-        cfg = config_for(name, args.width, args.batch, args.precision)
+        cfg = config_for(name, args.width, args.batch, args.precision, args.micro_batch)
         for lv in cfg.levels:
             if args.levels and lv.index not in args.levels:
                 continue
-            rows.append({"preset": name, "width": args.width, "batch": args.batch, "device": args.device, "precision": args.precision,
+            rows.append({"preset": name, "width": args.width, "batch": args.batch, "micro_batch": args.micro_batch, "device": args.device, "precision": args.precision,
                          **measure(cfg, lv.index, args.batch, args.device, args.steps, args.compile)})
     report("train_throughput", rows)
 

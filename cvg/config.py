@@ -152,6 +152,7 @@ class LevelSpec:
 TRAIN_DEFAULTS = {
     "steps": 100_000,
     "batch_size": 512,
+    "micro_batch": 0,
     "lr_g": 1e-4,
     "lr_d": 5e-4,
     "betas": [0.0, 0.999],
@@ -186,6 +187,7 @@ SLURM_DEFAULTS = {
 class TrainSpec:
     steps: int
     batch_size: int
+    micro_batch: int
     lr_g: float
     lr_d: float
     betas: tuple[float, float]

@@ -70,6 +70,44 @@ def level_losses(cfg, device: str, steps: int = 2, bf16: bool = False, compile_b
     return losses
 
 
+@pytest.mark.parametrize("recon", [0.0, 10.0])
+def test_micro_batches_accumulate_the_whole_batch_gradient(tmp_path, recon):
+    """``train.micro_batch`` splits each update into micro-batches whose weighted gradients add
+    up to the whole batch's. With the networks in eval mode (stored normalisation statistics, no
+    spectral-norm power iteration: the two things that legitimately differ per micro-batch) and
+    in float64 (so that summation order does not blur the comparison), a D and a G update of
+    batch 7 in micro-batches of 3 (an uneven last one) give the losses and gradients of the
+    whole batch at once."""
+    results, B = [], 7
+    for micro in (0, 3):
+        cfg = tiny_level_config(tmp_path, batch_size=B, micro_batch=micro, recon=recon)
+        torch.manual_seed(0)
+        level = Level(cfg, 2, n_classes=3)
+        level.opt_d.step = level.opt_g.step = lambda: None  # keep the weights: compare gradients of one state
+        spec, prev = cfg.level(2), cfg.level(1)
+        gen = torch.Generator().manual_seed(1)
+        real = torch.rand(B, 3, spec.window_out, spec.resolution, spec.resolution, generator=gen, dtype=torch.float64) * 2 - 1
+        cond = torch.rand(B, 3, spec.window, prev.resolution, prev.resolution, generator=gen, dtype=torch.float64) * 2 - 1
+        label = torch.randint(0, 3, (B,), generator=gen)
+        with torch.no_grad():  # populate the per-frame statistics (a float32 training pass), then freeze them
+            level.G(cond.float(), torch.randn(B, level.preset.z_dim, generator=gen), label)
+        level.G.eval().double(), level.D.eval().double()
+        draws_d, draws_g = level.draws(0, 0, B, slice(0, B), spec.window_out, 2), level.draws(0, 2, B, slice(0, B), spec.window_out, 1)
+        draws_d.z, draws_g.z = draws_d.z.double(), draws_g.z.double()
+        loss_d = level.update_D(real, cond, cond, label, draws_d)
+        grads_d = [p.grad.clone() for p in level.D.parameters()]
+        loss_g = level.update_G(cond, label, draws_g, real, cond)
+        grads_g = [p.grad.clone() for p in level.G.parameters() if p.grad is not None]
+        results.append((loss_d, grads_d, loss_g, grads_g))
+    (whole_d, whole_gd, whole_g, whole_gg), (micro_d, micro_gd, micro_g, micro_gg) = results
+    torch.testing.assert_close(micro_d, whole_d, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(micro_g, whole_g, rtol=1e-10, atol=1e-12)
+    assert len(micro_gd) == len(whole_gd) and len(micro_gg) == len(whole_gg) > 0
+    for a, b in zip(micro_gd + micro_gg, whole_gd + whole_gg):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10 * b.abs().max().item())
+    assert any(g.abs().max() > 1e-3 for g in whole_gg)  # the gradients compared are not all ~0
+
+
 def test_a_compiler_crash_names_the_setting_to_change(tmp_path):
     """A crash inside torch.compile's backend (as Triton's did on an H200) surfaces as one error
     naming the config key that turns compilation off, with the compiler's own error chained."""

@@ -11,6 +11,7 @@ so a distributed run makes the same draws as a single-process one with the same 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from dataclasses import dataclass
@@ -36,6 +37,17 @@ class Draws:
 def step_generator(*keys: int) -> torch.Generator:
     """A torch generator seeded by (seed, level, step, sub-step, ...): reproducible anywhere."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([k & 0xFFFF_FFFF for k in keys]).generate_state(1)[0]))
+
+
+def _rows(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if x is None else x[rows]
+
+
+def _no_sync(module: nn.Module, skip: bool):
+    """DDP's ``no_sync`` (gradients stay local until the last micro-batch's backward) when
+    ``skip`` and ``module`` is DDP, also under torch.compile's wrapper; otherwise a no-op."""
+    ddp = getattr(module, "_orig_mod", module)
+    return ddp.no_sync() if skip and hasattr(ddp, "no_sync") else contextlib.nullcontext()
 
 
 class CompileError(RuntimeError):
@@ -119,47 +131,74 @@ class Level:
         return d(video, cond, label, frames)
 
     # -- updates -------------------------------------------------------------------------
+    def micro_batches(self, b: int) -> list[slice]:
+        """This process's batch of ``b`` in slices of ``train.micro_batch`` (0: one slice)."""
+        m = self.train_spec.micro_batch or b
+        return [slice(i, min(i + m, b)) for i in range(0, b, m)]
+
     @explain_compile_failures
     def update_D(self, real: torch.Tensor, real_cond, fake_cond, label, draws: Draws) -> torch.Tensor:
-        """One discriminator step on a batch of real pairs and freshly generated fake pairs."""
-        with torch.no_grad():
-            fake = self.generate(draws.z, label, fake_cond, module=self.G)
-        video = torch.cat([real, fake])
-        cond = None if real_cond is None else torch.cat([real_cond, fake_cond])
-        both_labels = None if label is None else torch.cat([label, label])
-        scores = self.scores(video, cond, both_labels, draws.frames)
+        """One discriminator step on a batch of real pairs and freshly generated fake pairs,
+        accumulated over micro-batches (each weighted by its share, so that the step's gradient
+        is that of the batch mean) before one optimiser step."""
         b = real.shape[0]
-        loss = d_hinge_loss([s[:b] for s in scores], [s[b:] for s in scores])
+        chunks = self.micro_batches(b)
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+        total = None
+        for i, c in enumerate(chunks):
+            with torch.no_grad():
+                fake = self.generate(draws.z[c], _rows(label, c), _rows(fake_cond, c), module=self.G)
+            n = fake.shape[0]
+            video = torch.cat([real[c], fake])
+            cond = None if real_cond is None else torch.cat([real_cond[c], fake_cond[c]])
+            both_labels = None if label is None else torch.cat([label[c], label[c]])
+            frames = None if draws.frames is None else torch.cat([draws.frames[c], draws.frames[b:][c]])
+            with _no_sync(self.D_run, i < len(chunks) - 1):
+                scores = self.scores(video, cond, both_labels, frames)
+                loss = d_hinge_loss([s[:n] for s in scores], [s[n:] for s in scores])
+                if len(chunks) > 1:
+                    loss = loss * (n / b)
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
         self.opt_d.step()
-        return loss.detach()
+        return total
 
     @explain_compile_failures
     def update_G(self, fake_cond, label, draws: Draws, real: torch.Tensor | None = None, real_cond: torch.Tensor | None = None) -> torch.Tensor:
         """One generator step; D is frozen (no grads) and called without its DDP wrapper.
+        Gradients are accumulated over micro-batches as in ``update_D``.
 
         With ``train.recon`` > 0 (upsampling levels; not the paper's objective) G also maps the
         real conditioning windows ``real_cond`` and pays ``recon * |G(z, x^{l-1}) - x^l|``: both
         halves go through one forward, so the DDP wrapper sees one graph per step."""
         b = draws.z.shape[0]
+        chunks = self.micro_batches(b)
         recon = self.train_spec.recon > 0 and real_cond is not None
+        self.opt_g.zero_grad(set_to_none=True)
+        total = None
         self.D.requires_grad_(False)
         try:
-            if recon:
-                out = self.generate(torch.cat([draws.z, draws.z]), None if label is None else torch.cat([label, label]), torch.cat([fake_cond, real_cond]))
-                fake = out[:b]
-            else:
-                fake = self.generate(draws.z, label, fake_cond)
-            loss = g_hinge_loss(self.scores(fake, fake_cond, label, draws.frames, module=self.D_plain))
+            for i, c in enumerate(chunks):
+                z, lab, cond = draws.z[c], _rows(label, c), _rows(fake_cond, c)
+                frames = None if draws.frames is None else draws.frames[c]
+                n = z.shape[0]
+                with _no_sync(self.G_run, i < len(chunks) - 1):
+                    if recon:
+                        out = self.generate(torch.cat([z, z]), None if lab is None else torch.cat([lab, lab]), torch.cat([cond, real_cond[c]]))
+                        fake = out[:n]
+                    else:
+                        fake = self.generate(z, lab, cond)
+                    loss = g_hinge_loss(self.scores(fake, cond, lab, frames, module=self.D_plain))
+                    if recon:
+                        loss = loss + self.train_spec.recon * (out[n:] - real[c]).abs().mean()
+                    if len(chunks) > 1:
+                        loss = loss * (n / b)
+                    loss.backward()
+                total = loss.detach() if total is None else total + loss.detach()
         finally:
             self.D.requires_grad_(True)
-        if recon:
-            loss = loss + self.train_spec.recon * (out[b:] - real).abs().mean()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
         self.opt_g.step()
-        return loss.detach()
+        return total
 
     @torch.no_grad()
     def update_ema(self, updates: int) -> None:
