@@ -9,6 +9,7 @@ the RSS before it (``benchmarks.common.peak_memory``); on CUDA, torch.cuda.max_m
 
     python benchmarks/memory_scaling.py --width 0.0625 --lengths 12 24 48 96 140
     python benchmarks/memory_scaling.py --preset bdd256 --width 0.0625 --lengths 48   # 48/256x256
+    python benchmarks/memory_scaling.py --preset ucf101 --width 1.0 --lengths 16 --models level1 level2
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.0625, help="channel width scale (1 = paper)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[12, 24, 48, 96, 140])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--models", nargs="+", help="only these of level1, level2, ..., baseline (default: all)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -92,18 +94,21 @@ def main() -> None:
     from cvg.models.presets import get_preset
 
     n_levels = len(get_preset(args.preset).levels)
-    models = ["level1"] + [f"level{i}" for i in range(2, n_levels + 1)] + ["baseline"]
+    models = args.models or ["level1"] + [f"level{i}" for i in range(2, n_levels + 1)] + ["baseline"]
     rows = []
     for frames in args.lengths:
         for model in models:
             cmd = [sys.executable, __file__, "--preset", args.preset, "--width", str(args.width), "--device", args.device, "--worker", model, str(frames)]
             out = subprocess.run(cmd, capture_output=True, text=True, env=fresh_process_env())
             if out.returncode != 0:  # out of device memory is a result (the baseline's, at paper width), not a crash
-                status = "out of memory" if "OutOfMemoryError" in out.stderr or "out of memory" in out.stderr else "failed"
+                oom = ("OutOfMemoryError", "out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's words
+                status = "out of memory" if any(word in out.stderr for word in oom) else "failed"
                 rows.append({"model": model, "output_frames": frames, "trained_frames": -1, "peak_MB": float("nan"), "status": status})
                 print(f"{model} @ {frames}: {status}: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
             rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "status": "ok"})
+        if "baseline" not in models or models == ["baseline"]:
+            continue
         cascade = max(r["peak_MB"] for r in rows if r["output_frames"] == frames and r["model"] != "baseline")
         baseline = next(r["peak_MB"] for r in rows if r["output_frames"] == frames and r["model"] == "baseline")
         rows.append({"model": "cascade(max level)/baseline", "output_frames": frames, "trained_frames": frames, "peak_MB": cascade / baseline,
