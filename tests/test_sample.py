@@ -84,6 +84,24 @@ def test_cascade_sampler_unrolls_every_level(tmp_path):
     assert quantized[-1].dtype == torch.uint8 and torch.equal(quantized[-1], quantize(long2[-1]))
 
 
+@pytest.mark.parametrize("mode", ["stationary", "recompute"])
+def test_prepared_cascade_treats_each_example_alone(tmp_path, mode):
+    """Once its norms are prepared, the frozen cascade maps every example independently of the
+    others in its batch: the training loop makes x̂^{l-1} one micro-batch at a time and relies
+    on getting the whole batch's output. (Compared in float64: in float32 the convolutions sum
+    in a batch-size-dependent order, ~1e-5 apart.)"""
+    cfg, gens = tiny_cascade(tmp_path)
+    sampler = CascadeSampler(cfg, gens)
+    sampler.prepare_norms(mode, 3, level1_frames=4, batch=2)
+    for g in gens:
+        g.double()
+    gen = torch.Generator().manual_seed(3)
+    zs, label = [torch.randn(5, g.z_dim, generator=gen, dtype=torch.float64) for g in gens], torch.tensor([0, 1, 2, 0, 1])
+    whole = sampler.from_noise(zs, label)[-1]
+    parts = torch.cat([sampler.from_noise([z[c] for z in zs], label[c])[-1] for c in (slice(0, 2), slice(2, 4), slice(4, 5))])
+    torch.testing.assert_close(parts, whole, rtol=1e-10, atol=1e-12)
+
+
 def test_upsampling_levels_fed_real_level1_clips(tmp_path):
     """The *_on_real variants: level 1 is the given clips (stored exactly), the upsampling levels
     or bilinear upsampling act on them, and the trained levels really read them."""

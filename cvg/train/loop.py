@@ -240,14 +240,18 @@ def train_level(
         return real, cond, label
 
     def fake_conditioning(step_: int, sub: int, label) -> torch.Tensor | None:
-        """x̂^{l-1}: the frozen cascade's output, cropped to this step's random windows."""
+        """x̂^{l-1}: the frozen cascade's output, cropped to this step's random windows. Made one
+        micro-batch at a time: the frozen levels' full-length outputs are what is large (eval-mode
+        norms, so each example's output is the same however the batch is split)."""
         if frozen is None:
             return None
         gen = step_generator(t.seed, index, step_, sub, 1)
         zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(dev) for g in frozen.generators]
         starts = torch.randint(0, config.level(index - 1).frames - spec.window + 1, (t.batch_size,), generator=gen)[local]
-        full = frozen.from_noise(zs, label)[-1]
-        return crop_windows(full, starts, spec.window)
+        return torch.cat([
+            crop_windows(frozen.from_noise([z[c] for z in zs], None if label is None else label[c])[-1], starts[c], spec.window)
+            for c in level.micro_batches(len(starts))
+        ])
 
     log = CsvLog(work_dir / "log.csv", step) if rank == 0 else None
     bar = tqdm(total=t.steps, initial=step, desc=f"level {index}", unit="step", disable=not progress or rank != 0)
