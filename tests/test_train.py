@@ -266,7 +266,8 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
 
 def test_two_process_ddp_with_micro_batches(tiny_data, tmp_path):
     """The accumulation path under DDP (no_sync until each rank's last micro-batch) trains to
-    the end with finite losses and a final checkpoint."""
+    the end with finite losses and a final checkpoint; so does level 2 on it, whose frozen
+    level-1 conditioning is then made one micro-batch at a time."""
     root, raw = tiny_data
     raw = copy.deepcopy(raw)
     raw["train"]["defaults"].update(steps=2, batch_size=4, procs=2, micro_batch=1)
@@ -278,4 +279,7 @@ def test_two_process_ddp_with_micro_batches(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert load_checkpoint(tmp_path / "two.pt")["step"] == 2
     rows = (tmp_path / "w" / "log.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(np.isfinite([float(v) for v in r.split(",")[2:4]]).all() for r in rows)
+    train_level(build_config(raw), 2, root / "data" / "index.csv", tmp_path / "level2.pt", tmp_path / "w2", [str(tmp_path / "two.pt")], progress=False)
+    rows = (tmp_path / "w2" / "log.csv").read_text().splitlines()[1:]
     assert len(rows) == 2 and all(np.isfinite([float(v) for v in r.split(",")[2:4]]).all() for r in rows)
