@@ -16,7 +16,7 @@ import numpy as np
 from cvg.config import build_config
 from cvg.metrics.i3d import exact_fp32_convolutions
 from tests.conftest import needs_cuda
-from tests.test_train import TRAIN, level_losses, tiny_data, tiny_level_config  # noqa: F401  (tiny_data: the shared fixture)
+from tests.test_train import TRAIN, assert_finite_log, level_losses, tiny_data, tiny_level_config  # noqa: F401  (tiny_data: the shared fixture)
 
 pytestmark = needs_cuda
 
@@ -51,5 +51,4 @@ def test_training_with_bf16_and_compile_on_cuda(tiny_data, tmp_path):  # noqa: F
     for level in (1, 2):
         state = load_checkpoint(tmp_path / f"level{level}.pt")
         assert state["step"] == TRAIN["steps"]
-        rows = (tmp_path / f"w{level}" / "log.csv").read_text().splitlines()[1:]
-        assert len(rows) == TRAIN["steps"] and all(np.isfinite([float(v) for v in r.split(",")[2:4]]).all() for r in rows)
+        assert_finite_log(tmp_path / f"w{level}", TRAIN["steps"])

@@ -46,6 +46,12 @@ def tiny_level_config(tmp_path, **train):
     return build_config(raw)
 
 
+def assert_finite_log(work_dir, steps: int) -> None:
+    """``work_dir/log.csv`` has one row per step, each with finite D and G losses."""
+    rows = (work_dir / "log.csv").read_text().splitlines()[1:]
+    assert len(rows) == steps and all(np.isfinite([float(v) for v in r.split(",")[2:4]]).all() for r in rows)
+
+
 def level_losses(cfg, device: str, steps: int = 2, bf16: bool = False, compile_backend: str | None = None) -> list[float]:
     """D and G losses of ``steps`` training steps of level 2 from the same initial weights and
     inputs on any device, optionally under bf16 autocast or torch.compile."""
@@ -278,8 +284,6 @@ def test_two_process_ddp_with_micro_batches(tiny_data, tmp_path):
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert load_checkpoint(tmp_path / "two.pt")["step"] == 2
-    rows = (tmp_path / "w" / "log.csv").read_text().splitlines()[1:]
-    assert len(rows) == 2 and all(np.isfinite([float(v) for v in r.split(",")[2:4]]).all() for r in rows)
+    assert_finite_log(tmp_path / "w", 2)
     train_level(build_config(raw), 2, root / "data" / "index.csv", tmp_path / "level2.pt", tmp_path / "w2", [str(tmp_path / "two.pt")], progress=False)
-    rows = (tmp_path / "w2" / "log.csv").read_text().splitlines()[1:]
-    assert len(rows) == 2 and all(np.isfinite([float(v) for v in r.split(",")[2:4]]).all() for r in rows)
+    assert_finite_log(tmp_path / "w2", 2)

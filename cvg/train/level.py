@@ -39,7 +39,8 @@ def step_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([k & 0xFFFF_FFFF for k in keys]).generate_state(1)[0]))
 
 
-def _rows(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+def take_rows(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """``x[rows]`` for optional batch tensors (labels, conditioning)."""
     return None if x is None else x[rows]
 
 
@@ -147,7 +148,7 @@ class Level:
         total = None
         for i, c in enumerate(chunks):
             with torch.no_grad():
-                fake = self.generate(draws.z[c], _rows(label, c), _rows(fake_cond, c), module=self.G)
+                fake = self.generate(draws.z[c], take_rows(label, c), take_rows(fake_cond, c), module=self.G)
             n = fake.shape[0]
             video = torch.cat([real[c], fake])
             cond = None if real_cond is None else torch.cat([real_cond[c], fake_cond[c]])
@@ -179,7 +180,7 @@ class Level:
         self.D.requires_grad_(False)
         try:
             for i, c in enumerate(chunks):
-                z, lab, cond = draws.z[c], _rows(label, c), _rows(fake_cond, c)
+                z, lab, cond = draws.z[c], take_rows(label, c), take_rows(fake_cond, c)
                 frames = None if draws.frames is None else draws.frames[c]
                 n = z.shape[0]
                 with _no_sync(self.G_run, i < len(chunks) - 1):

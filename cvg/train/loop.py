@@ -30,7 +30,7 @@ from tqdm import tqdm
 from cvg.config import Config
 from cvg.data.windows import PyramidWindows
 from cvg.sample import CascadeSampler, level_grid
-from cvg.train.level import Level, crop_windows, step_generator
+from cvg.train.level import Level, crop_windows, step_generator, take_rows
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -249,7 +249,7 @@ def train_level(
         zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(dev) for g in frozen.generators]
         starts = torch.randint(0, config.level(index - 1).frames - spec.window + 1, (t.batch_size,), generator=gen)[local]
         return torch.cat([
-            crop_windows(frozen.from_noise([z[c] for z in zs], None if label is None else label[c])[-1], starts[c], spec.window)
+            crop_windows(frozen.from_noise([z[c] for z in zs], take_rows(label, c))[-1], starts[c], spec.window)
             for c in level.micro_batches(len(starts))
         ])
 
