@@ -147,6 +147,22 @@ def test_frame_norm_statistics_are_per_frame_and_recomputable():
     assert torch.equal(fresh.running_mean, norm.running_mean)
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_compiled_frame_norm_updates_its_running_statistics_in_one_graph(momentum):
+    """The running-statistics update is one opaque op (cvg::update_running_stats): a compiled
+    norm captures it without a graph break (fullgraph=True fails on one) and its buffers move
+    exactly as eager's do, growth to a longer clip included."""
+    eager, compiled = FrameNorm(2, momentum=momentum), FrameNorm(2, momentum=momentum)
+    run = torch.compile(compiled, backend="aot_eager", fullgraph=True)
+    gen = torch.Generator().manual_seed(0)
+    for frames in (3, 3, 5, 5):
+        x = torch.randn(4, 2, frames, 4, 4, generator=gen) * 2 + 1
+        assert torch.equal(run(x), eager(x))
+    for name in ("running_mean", "running_var", "batches_tracked"):
+        assert torch.equal(getattr(compiled, name), getattr(eager, name)), name
+    assert int(compiled.batches_tracked) == 4 and compiled.running_mean.shape == (5, 2)
+
+
 def test_baseline_generates_full_video_directly():
     preset = get_preset("tiny")
     g, ds = build_baseline(preset, frames=8, resolution=16)

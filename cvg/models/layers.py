@@ -55,6 +55,26 @@ def per_frame(fn, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
 
 
+@torch.library.custom_op("cvg::update_running_stats", mutates_args=("running_mean", "running_var", "batches_tracked"))
+def update_running_stats(
+    running_mean: torch.Tensor, running_var: torch.Tensor, batches_tracked: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, momentum: float
+) -> None:
+    """Move the first ``len(mean)`` timesteps of the running statistics towards the batch's
+    (momentum < 0: cumulative average). An opaque op, so that torch.compile neither fuses
+    these in-place buffer updates into the statistics' reduction (inductor's fused kernel
+    failed to build in Triton 3.6 on an H200) nor breaks the graph around them."""
+    batches_tracked.add_(1)
+    m = momentum if momentum >= 0 else 1.0 / float(batches_tracked)
+    t = mean.shape[0]
+    running_mean[:t].lerp_(mean, m)
+    running_var[:t].lerp_(var, m)
+
+
+@update_running_stats.register_fake
+def _(running_mean, running_var, batches_tracked, mean, var, momentum) -> None:
+    return None
+
+
 class FrameNorm(nn.Module):
     """Batch norm with per-frame statistics (over batch and space, per timestep and channel).
 
@@ -101,10 +121,8 @@ class FrameNorm(nn.Module):
             grow = t - self.running_mean.shape[0]
             self.running_mean = torch.cat([self.running_mean, mean[-grow:].detach()])
             self.running_var = torch.cat([self.running_var, var[-grow:].detach()])
-        self.batches_tracked += 1
-        m = self.momentum if self.momentum is not None else 1.0 / float(self.batches_tracked)
-        self.running_mean[:t].lerp_(mean.detach(), m)
-        self.running_var[:t].lerp_(var.detach(), m)
+        momentum = -1.0 if self.momentum is None else float(self.momentum)
+        update_running_stats(self.running_mean, self.running_var, self.batches_tracked, mean.detach(), var.detach(), momentum)
 
     def stats(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.eval_stats == "stationary":
