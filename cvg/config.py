@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES
+
 
 class ConfigError(ValueError):
     """A configuration that does not match the schema or is internally inconsistent."""
@@ -75,7 +77,19 @@ def validate_config(raw: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source} is invalid:\n  {lines}")
     _fill_defaults(config, schema)
     _check_levels(config, source)
+    _check_metrics(config, source)
     return config
+
+
+def _check_metrics(config: dict, source: str) -> None:
+    m = config["metrics"]
+    lengths = [m["frames"]] if isinstance(m["frames"], int) else m["frames"]
+    short = sorted(f for f in lengths if f < MIN_FRAMES)
+    if short and m["short_clips"] != "repeat":
+        raise ConfigError(
+            f"{source}: metrics.frames asks for {short} frames, fewer than I3D's {MIN_FRAMES}: use {MIN_FRAMES} or more, "
+            f"or set metrics.short_clips: repeat to score such clips stretched to {SHORT_CLIP_FRAMES} frames by frame repetition"
+        )
 
 
 def _check_levels(config: dict, source: str) -> None:

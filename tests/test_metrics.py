@@ -265,6 +265,67 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     assert [verdict(-2, -1), verdict(-1, 1), verdict(1, 2)] == ["better", "no significant difference", "worse"]
 
 
+def test_stretch_frames_repeats_each_frame_in_order():
+    from cvg.metrics.protocol import stretch_frames
+
+    clips = torch.arange(2 * 6).view(2, 6, 1, 1, 1).expand(2, 6, 2, 2, 3)
+    out = stretch_frames(clips)
+    assert out.shape == (2, 16, 2, 2, 3)
+    assert out[0, :, 0, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5]
+    assert torch.equal(out[1], clips[1][[i * 6 // 16 for i in range(16)]])
+    assert torch.equal(stretch_frames(clips[:, :1], 4), clips[:, [0, 0, 0, 0]])
+
+
+def test_evaluate_stretches_clips_shorter_than_i3d_takes_where_configured(tmp_path, monkeypatch):
+    """metrics.frames 6 with short_clips: repeat (the paper's 6-frame rows): I3D gets the first
+    6 frames of every real and generated clip stretched to 16, the protocol and the real-stats
+    cache say so; without the setting the config is refused, naming both keys."""
+    import h5py
+    import pandas as pd
+
+    import cvg.metrics.i3d
+    from cvg.config import ConfigError, build_config
+    from cvg.metrics.run import evaluate
+    from tests.conftest import tiny_raw_config
+
+    raw = tiny_raw_config(tmp_path / "videos")
+    raw["levels"][1]["frames"], raw["levels"][0]["frames"], raw["levels"][1]["window"] = 16, 8, 4
+    raw["metrics"] = {"frames": [6, 9], "n_real": 8, "batch_size": 3, "is_splits": 2, "real_split": "train"}
+    with pytest.raises(ConfigError, match=r"metrics.frames asks for \[6\] frames.*short_clips: repeat"):
+        build_config(raw)
+    raw["metrics"]["short_clips"] = "repeat"
+    config = build_config(raw)
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (8, 16, 8, 8, 3), dtype=np.uint8)
+    for name, data in (("shard", clips), ("same", clips), ("other", clips[::-1, ::-1].copy())):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
+            h5["level2"] = data
+    pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(8), "split": "train", "label": -1}).to_csv(tmp_path / "index.csv", index=False)
+
+    class ShapeRecordingI3D(CountingI3D):
+        def forward(self, x):
+            self.lengths.append(x.shape[2])
+            return super().forward(x)
+
+    model = ShapeRecordingI3D(frames=16)
+    model.lengths = []
+    monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu": model)
+    table = evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5"), "other": str(tmp_path / "other.h5")},
+                     tmp_path / "m.csv", tmp_path / "cache")
+    assert set(model.lengths) == {16, 9}
+    six = table[table["frames"] == 6].set_index(["model", "metric"])["value"]
+    assert set(table.loc[table["frames"] == 6, "protocol"]) == {"i3d-k400(tfhub) 6f-repeated-to-16f bilinear224 ref=train:8@seed0"}
+    assert six[("cascade", "FVD")] < 1e-3 * six[("other", "FVD")]  # the same first 6 frames, stretched the same way
+    assert (tmp_path / "cache" / "real_train_8_seed0_6f-repeated-to-16f.npz").exists()
+    # what I3D saw: frame i of the stretched clip is frame floor(6 i / 16) of the video
+    from cvg.metrics.extract import i3d_outputs
+
+    direct = i3d_outputs(model, [torch.from_numpy(clips[:, [i * 6 // 16 for i in range(16)]])])
+    cached = np.load(tmp_path / "cache" / "real_train_8_seed0_6f-repeated-to-16f.npz")
+    order = np.argsort(cached["features"][:, 0])
+    assert np.allclose(np.sort(direct[1][:, 0]), cached["features"][order, 0])
+
+
 def test_sharpen_probe_unsharp_mask():
     """tools/sharpen_probe.py (behind a README finding): a flat frame is a fixed point, amount 0 is
     the identity, and a step edge overshoots on both sides, more with a larger amount."""

@@ -8,17 +8,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cvg.metrics.protocol import preprocess
+from cvg.metrics import MIN_FRAMES
+from cvg.metrics.protocol import preprocess, stretch_frames
 
 
 @torch.no_grad()
-def i3d_outputs(model: torch.nn.Module, batches: Iterable[np.ndarray | torch.Tensor], total: int | None = None, desc: str = "I3D") -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, 400), features (N, 1024)) for uint8 (B, T, H, W, 3) batches."""
+def i3d_outputs(model: torch.nn.Module, batches: Iterable[np.ndarray | torch.Tensor], total: int | None = None, desc: str = "I3D",
+                stretch_short: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, 400), features (N, 1024)) for uint8 (B, T, H, W, 3) batches; with
+    ``stretch_short``, clips shorter than I3D's minimum are first stretched to 16 frames."""
     device = next(model.parameters()).device
     logits, features = [], []
     with tqdm(total=total, desc=desc, unit="clip") as bar:
         for batch in batches:
             clips = torch.as_tensor(batch)
+            if stretch_short and clips.shape[1] < MIN_FRAMES:
+                clips = stretch_frames(clips)
             out_l, out_f = model(preprocess(clips).to(device))
             logits.append(out_l.float().cpu().numpy())
             features.append(out_f.float().cpu().numpy())

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MIN_FRAMES = 9
+from cvg.metrics import MIN_FRAMES
+
 INCEPTION_BLOCKS = {  # name: (out channels of the 6 branch convs), in order
     "Mixed_3b": (64, 96, 128, 16, 32, 32),
     "Mixed_3c": (128, 128, 192, 32, 96, 64),

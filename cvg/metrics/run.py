@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cvg.config import Config
+from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.data.shards import atomic_csv, read_index
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
@@ -51,16 +52,22 @@ def eval_lengths(config: Config) -> list[int]:
     return [frames] if isinstance(frames, int) else list(frames)
 
 
+def clip_name(frames: int) -> str:
+    """A clip length as protocols and cache names state it; clips shorter than I3D's minimum
+    are scored stretched to 16 frames (``metrics.short_clips: repeat``), and say so."""
+    return f"{frames}f" if frames >= MIN_FRAMES else f"{frames}f-repeated-to-{SHORT_CLIP_FRAMES}f"
+
+
 def protocol_name(config: Config, frames: int) -> str:
     m = config.raw["metrics"]
-    return f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
+    return f"i3d-k400(tfhub) {clip_name(frames)} bilinear224 ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
 
 
 def real_cache(cache_dir: str | os.PathLike, split: str, n: int, seed: int, frames: int, label: int | None = None) -> Path:
     """Where the I3D outputs of a real clip set are cached: named by everything that picks the
     clips (split, class, count, seed of the draw) and by the clip length."""
     group = "" if label is None else f"_class{label}"
-    return Path(cache_dir) / f"real_{split}{group}_{n}_seed{seed}_{frames}f.npz"
+    return Path(cache_dir) / f"real_{split}{group}_{n}_seed{seed}_{clip_name(frames)}.npz"
 
 
 def _batches(read, n: int, batch: int):
@@ -129,7 +136,7 @@ def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None) -> tuple[
         data = np.load(cache)
         return data["logits"], data["features"]
     batches, n = batches_and_n
-    logits, features = i3d_outputs(model, batches, total=n, desc=desc)
+    logits, features = i3d_outputs(model, batches, total=n, desc=desc, stretch_short=True)  # config checks allowed short clips
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.tmp.npz")
