@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from cvg.config import Config
-from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.data.shards import atomic_csv, read_index
+from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
