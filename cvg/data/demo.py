@@ -37,8 +37,14 @@ class DemoSpec:
     # the second grating's range when given: fine texture that the pyramid's lower levels blur
     # away, so that the upsampling levels have detail to add that bilinear upsampling cannot
     detail_frequency: tuple[float, float] | None = None
+    # when given: concentric rings of this period (pixels of the rendered frame) on every shape,
+    # centred on it, so they move with it: detail finer than the lower levels resolve but
+    # predictable from the shape's position, which an upsampling level can learn to draw
+    ring_period: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ring_period is not None and not self.ring_period > 0:
+            raise ValueError(f"demo.ring_period must be a positive number of pixels, got {self.ring_period}")
         for name in ("object_size", "grating_frequency", "detail_frequency"):  # YAML gives lists; keep the spec hashable
             value = getattr(self, name)
             if value is None:
@@ -120,7 +126,11 @@ def render_clip(label: int, index: int, split: str = "train", spec: DemoSpec = D
         path = _trajectory(rng, motion, spec, radius)
         for t, (cx, cy) in enumerate(path):
             mask = _shape_mask(shape, xx, yy, cx, cy, radius)[..., None]
-            video[t] = video[t] * (1 - mask) + colour * mask
+            paint = colour
+            if spec.ring_period:  # rings in the shape's own frame: dark at the centre, period ring_period
+                rings = np.cos(2 * np.pi * np.hypot(xx - cx, yy - cy) / spec.ring_period)[..., None]
+                paint = colour * (0.65 - 0.35 * rings)
+            video[t] = video[t] * (1 - mask) + paint * mask
     return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
 
 
