@@ -121,3 +121,29 @@ def test_demo_detail_grating_adds_fine_texture():
     with pytest.raises(ValueError, match="demo.detail_frequency"):
         DemoSpec(detail_frequency=[0.7, 0.5])
     np.testing.assert_array_equal(render_clip(2, 0, "train", DemoSpec(frames=4)), render_clip(2, 0, "train", DemoSpec(frames=4, detail_frequency=None)))
+
+
+def test_demo_rings_follow_each_shape():
+    """``ring_period`` paints concentric rings on the shapes (dark every ``period`` pixels out
+    from each shape's centre), leaves the background alone, and unset leaves the clips exactly
+    those of before."""
+    from cvg.data.demo import ring_shading
+
+    yy, xx = np.mgrid[0:32, 0:64].astype(np.float32)
+    shade = ring_shading(xx, yy, 10.0, 16.0, 8.0)
+    ray = shade[16, 10:58]  # from the centre outwards
+    np.testing.assert_allclose(ray[[0, 8, 16, 24, 32, 40]], 0.3, atol=1e-6)
+    np.testing.assert_allclose(ray[[4, 12, 20, 28]], 1.0, atol=1e-6)
+    assert shade.min() >= 0.3 - 1e-6 and shade.max() <= 1.0 + 1e-6
+
+    size = dict(frames=2, width=96, height=96, object_size=[0.25, 0.25])
+    ringed, plain = render_clip(0, 3, "train", DemoSpec(**size, ring_period=8.0)), render_clip(0, 3, "train", DemoSpec(**size))
+    flat = render_clip(0, 3, "train", DemoSpec(frames=2, width=96, height=96, object_size=[1e-3, 1e-3]))  # background alone
+    on_shapes = (plain != flat).any(-1)
+    changed = (ringed != plain).any(-1)
+    off_shapes = np.abs(ringed.astype(int) - plain)[~on_shapes]
+    assert changed.any() and off_shapes.max() <= 2  # only the shapes change (their faint antialiased rims round differently)
+    assert changed[on_shapes].mean() > 0.8
+    with pytest.raises(ValueError, match="demo.ring_period"):
+        DemoSpec(ring_period=0)
+    np.testing.assert_array_equal(plain, render_clip(0, 3, "train", DemoSpec(**size, ring_period=None)))

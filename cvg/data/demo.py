@@ -114,6 +114,12 @@ def _shape_mask(shape: str, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float
     return np.clip(0.5 - dist, 0.0, 1.0)
 
 
+def ring_shading(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, period: float) -> np.ndarray:
+    """Brightness factor of concentric rings centred at (cx, cy): 0.3 at the centre and every
+    ``period`` pixels out from it, 1.0 half-way between."""
+    return 0.65 - 0.35 * np.cos(2 * np.pi * np.hypot(xx - cx, yy - cy) / period)
+
+
 def render_clip(label: int, index: int, split: str = "train", spec: DemoSpec = DemoSpec()) -> np.ndarray:
     """One demo video, uint8 (T, H, W, 3); deterministic in (spec.seed, split, label, index)."""
     rng = _rng(spec.seed, split, label, index)
@@ -126,10 +132,7 @@ def render_clip(label: int, index: int, split: str = "train", spec: DemoSpec = D
         path = _trajectory(rng, motion, spec, radius)
         for t, (cx, cy) in enumerate(path):
             mask = _shape_mask(shape, xx, yy, cx, cy, radius)[..., None]
-            paint = colour
-            if spec.ring_period:  # rings in the shape's own frame: dark at the centre, period ring_period
-                rings = np.cos(2 * np.pi * np.hypot(xx - cx, yy - cy) / spec.ring_period)[..., None]
-                paint = colour * (0.65 - 0.35 * rings)
+            paint = colour * ring_shading(xx, yy, cx, cy, spec.ring_period)[..., None] if spec.ring_period else colour
             video[t] = video[t] * (1 - mask) + paint * mask
     return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
 
