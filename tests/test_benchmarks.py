@@ -30,3 +30,16 @@ def test_peak_memory_reads_the_body_alone():
     earlier measure, the growth of ru_maxrss, read 17 MiB here)."""
     out = subprocess.run([sys.executable, "-c", PROBE, str(REPO)], capture_output=True, text=True, check=True, env=fresh_process_env())
     assert json.loads(out.stdout.strip().splitlines()[-1]) == pytest.approx(32, abs=2)
+
+
+def test_gpu_checks_script_parses_and_handles_every_step_it_lists():
+    """tools/gpu_checks.sh runs only under a GPU lease, where a typo costs device time: it must
+    parse, and every step its header lists must be one it acts on."""
+    import re
+
+    script = REPO / "tools" / "gpu_checks.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    listed = re.search(r"# Steps, in this order: ([a-z0-9 -]+?) \(", text).group(1).split()
+    handled = set(re.findall(r"want ([a-z0-9-]+)", text))
+    assert listed and set(listed) == handled, (listed, handled)
