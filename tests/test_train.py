@@ -287,3 +287,36 @@ def test_two_process_ddp_with_micro_batches(tiny_data, tmp_path):
     assert_finite_log(tmp_path / "w", 2)
     train_level(build_config(raw), 2, root / "data" / "index.csv", tmp_path / "level2.pt", tmp_path / "w2", [str(tmp_path / "two.pt")], progress=False)
     assert_finite_log(tmp_path / "w2", 2)
+
+
+@pytest.mark.parametrize("index", [1, 2])
+def test_frozen_generator_loads_from_its_checkpoint_without_initialising(tmp_path, index):
+    """load_generator builds shape-only (meta) and takes the checkpoint's tensors: the same
+    weights, buffers (per-frame statistics included) and outputs as a generator initialised and
+    then loaded, nothing left on the meta device; a checkpoint missing a tensor is refused."""
+    from cvg.models.presets import build_generator
+    from cvg.train.loop import load_generator
+
+    cfg = tiny_level_config(tmp_path)
+    level = Level(cfg, index, n_classes=3)
+    spec = cfg.level(index)
+    z, label = torch.randn(2, level.preset.z_dim), torch.tensor([0, 2])
+    cond = None if index == 1 else torch.rand(2, 3, spec.window, cfg.level(index - 1).resolution, cfg.level(index - 1).resolution) * 2 - 1
+    args = (z, label) if index == 1 else (cond, z, label)
+    with torch.no_grad():
+        level.G(*args)  # a training-mode pass: per-frame running statistics to carry over
+    torch.save({"G": level.G.state_dict(), "index": index, "n_classes": 3}, tmp_path / "g.pt")
+    loaded = load_generator(cfg, tmp_path / "g.pt")
+    reference = build_generator(level.preset, cfg.levels, index, 3, refine=cfg.model.refine)
+    reference.load_state_dict(level.G.state_dict())
+    reference.eval()
+    assert not loaded.training and not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    for (name, mine), (_, theirs) in zip(loaded.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(mine, theirs), name
+    with torch.no_grad():
+        assert torch.equal(loaded(*args), reference(*args))
+    partial = level.G.state_dict()
+    partial.pop(next(iter(partial)))
+    torch.save({"G": partial, "index": index, "n_classes": 3}, tmp_path / "partial.pt")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_generator(cfg, tmp_path / "partial.pt")
