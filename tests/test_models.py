@@ -163,6 +163,23 @@ def test_compiled_frame_norm_updates_its_running_statistics_in_one_graph(momentu
     assert int(compiled.batches_tracked) == 4 and compiled.running_mean.shape == (5, 2)
 
 
+def test_orthogonal_init_is_skipped_only_within_its_context():
+    """A resumed level is built inside ``skipped_orthogonal_init`` (its checkpoint overwrites every
+    weight): there the layers keep torch's default init, outside they are orthogonal again."""
+    from cvg.models.layers import conv2d, skipped_orthogonal_init
+
+    def orthogonality_error(layer):
+        w = layer.parametrizations.weight.original.flatten(1)  # (out, in * k * k), rows orthonormal
+        return (w @ w.t() - torch.eye(w.shape[0])).abs().max().item()
+
+    torch.manual_seed(0)
+    assert orthogonality_error(conv2d(8, 16)) < 1e-5
+    with pytest.raises(RuntimeError, match="inside"), skipped_orthogonal_init():
+        assert orthogonality_error(conv2d(8, 16)) > 0.5
+        raise RuntimeError("inside")
+    assert orthogonality_error(conv2d(8, 16)) < 1e-5  # restored, also after an error
+
+
 def test_baseline_generates_full_video_directly():
     preset = get_preset("tiny")
     g, ds = build_baseline(preset, frames=8, resolution=16)

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn  # noqa: F401  (autograd-aware all_reduce for synchronised BN)
@@ -21,9 +23,26 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 
+_skip_orthogonal_init = False
+
+
+@contextmanager
+def skipped_orthogonal_init():
+    """Within it, networks are built without orthogonal init: for networks whose every tensor a
+    checkpoint overwrites at once (a resumed level), where the QR decompositions of paper-width
+    layers cost tens of seconds per network on a CPU."""
+    global _skip_orthogonal_init
+    previous, _skip_orthogonal_init = _skip_orthogonal_init, True
+    try:
+        yield
+    finally:
+        _skip_orthogonal_init = previous
+
+
 def orthogonal_init(weight: torch.Tensor) -> None:
-    """Orthogonal init; skipped on meta tensors (shape-only, where QR is needlessly slow)."""
-    if not weight.is_meta:
+    """Orthogonal init; skipped on meta tensors (shape-only, where QR is needlessly slow) and
+    within ``skipped_orthogonal_init``."""
+    if not weight.is_meta and not _skip_orthogonal_init:
         nn.init.orthogonal_(weight)
 
 

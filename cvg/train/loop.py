@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from cvg.config import Config
 from cvg.data.windows import PyramidWindows
+from cvg.models.layers import skipped_orthogonal_init
 from cvg.sample import CascadeSampler, level_grid
 from cvg.train.level import Level, crop_windows, step_generator, take_rows
 
@@ -206,17 +208,19 @@ def train_level(
     dataset = PyramidWindows(config, data_index, index, split="train", seed=t.seed)
     n_classes = n_classes_from(data_index, config)
     torch.manual_seed(t.seed * 1000 + index)  # initialisation: same on every rank and every run
-    level = Level(config, index, n_classes, dev)
+    latest = work_dir / "latest.pt"
+    resuming = latest.exists()
+    with skipped_orthogonal_init() if resuming else nullcontext():  # the checkpoint overwrites every weight
+        level = Level(config, index, n_classes, dev)
     frozen = None
     if index > 1:  # levels 1..l-1, with BN prepared exactly as for sampling: x̂^{l-1} as inference makes it
         frozen = CascadeSampler(config, [load_generator(config, p, dev) for p in prev_checkpoints], dev)
         bn = config.raw["sample"]
         frozen.prepare_norms(bn["bn"], bn["bn_passes"], config.level(1).frames, bn["batch_size"], bn["seed"])
 
-    latest = work_dir / "latest.pt"
     step = 0
     stream = BatchStream(dataset, t.batch_size, t.seed, rank, world, t.num_workers)
-    if latest.exists():
+    if resuming:
         state = load_checkpoint(latest, dev)
         level.load_state_dict(state["level"])
         step, stream.epoch, stream.position = int(state["step"]), int(state["epoch"]), int(state["position"])
