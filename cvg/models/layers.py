@@ -22,7 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-
 _skip_orthogonal_init = False
 
 
