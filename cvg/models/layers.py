@@ -28,8 +28,8 @@ _skip_orthogonal_init = False
 @contextmanager
 def skipped_orthogonal_init():
     """Within it, networks are built without orthogonal init: for networks whose every tensor a
-    checkpoint overwrites at once (a resumed level), where the QR decompositions of paper-width
-    layers cost tens of seconds per network on a CPU."""
+    checkpoint overwrites at once (a resumed level, a frozen level loaded by ``load_generator``),
+    where the QR decompositions of paper-width layers cost tens of seconds per network on a CPU."""
     global _skip_orthogonal_init
     previous, _skip_orthogonal_init = _skip_orthogonal_init, True
     try:
