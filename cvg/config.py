@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES
+from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 
 
 class ConfigError(ValueError):
@@ -83,8 +83,7 @@ def validate_config(raw: dict, source: str = "config") -> dict:
 
 def _check_metrics(config: dict, source: str) -> None:
     m = config["metrics"]
-    lengths = [m["frames"]] if isinstance(m["frames"], int) else m["frames"]
-    short = sorted(f for f in lengths if f < MIN_FRAMES)
+    short = sorted(f for f in as_lengths(m["frames"]) if f < MIN_FRAMES)
     if short and m["short_clips"] != "repeat":
         raise ConfigError(
             f"{source}: metrics.frames asks for {short} frames, fewer than I3D's {MIN_FRAMES}: use {MIN_FRAMES} or more, "

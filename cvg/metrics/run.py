@@ -15,7 +15,7 @@ import pandas as pd
 
 from cvg.config import Config
 from cvg.data.shards import atomic_csv, read_index
-from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES
+from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
@@ -47,9 +47,8 @@ def paired_comparisons(models) -> list[tuple[str, str]]:
 
 
 def eval_lengths(config: Config) -> list[int]:
-    """``metrics.frames`` as a list of clip lengths (an integer is one length)."""
-    frames = config.raw["metrics"]["frames"]
-    return [frames] if isinstance(frames, int) else list(frames)
+    """The config's ``metrics.frames`` as a list of clip lengths."""
+    return as_lengths(config.raw["metrics"]["frames"])
 
 
 def clip_name(frames: int) -> str:
