@@ -79,8 +79,9 @@ def update_running_stats(
 ) -> None:
     """Move the first ``len(mean)`` timesteps of the running statistics towards the batch's
     (momentum < 0: cumulative average). An opaque op, so that torch.compile neither fuses
-    these in-place buffer updates into the statistics' reduction (inductor's fused kernel
-    failed to build in Triton 3.6 on an H200) nor breaks the graph around them."""
+    these in-place buffer updates into the statistics' reduction nor breaks the graph around
+    them. (On an H200 with Triton 3.6 inductor's kernels then hold no update, but a reduction
+    fusing the statistics with the ReLU's backward still fails to build: docs/gpu_runs.md.)"""
     batches_tracked.add_(1)
     m = momentum if momentum >= 0 else 1.0 / float(batches_tracked)
     t = mean.shape[0]
