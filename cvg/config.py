@@ -172,6 +172,7 @@ TRAIN_DEFAULTS = {
     "d_steps": 2,
     "ema": 0.0,
     "recon": 0.0,
+    "spectrum": 0.0,
     "checkpoint_every": 1000,
     "log_every": 50,
     "sample_every": 1000,
@@ -207,6 +208,7 @@ class TrainSpec:
     d_steps: int
     ema: float
     recon: float
+    spectrum: float
     checkpoint_every: int
     log_every: int
     sample_every: int

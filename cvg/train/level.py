@@ -24,6 +24,7 @@ from cvg.config import Config, LevelSpec, TrainSpec
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
 from cvg.models.presets import ModelPreset, build_discriminators, build_generator, get_preset
 from cvg.pyramid import window_bounds
+from cvg.train.spectrum import spectrum_loss
 
 
 @dataclass
@@ -171,7 +172,10 @@ class Level:
 
         With ``train.recon`` > 0 (upsampling levels; not the paper's objective) G also maps the
         real conditioning windows ``real_cond`` and pays ``recon * |G(z, x^{l-1}) - x^l|``: both
-        halves go through one forward, so the DDP wrapper sees one graph per step."""
+        halves go through one forward, so the DDP wrapper sees one graph per step. With
+        ``train.spectrum`` > 0 (not the paper's either) it also pays ``spectrum`` times the
+        distance between the log radial power spectra of its fakes and of ``real``
+        (``cvg.train.spectrum``)."""
         b = draws.z.shape[0]
         chunks = self.micro_batches(b)
         recon = self.train_spec.recon > 0 and real_cond is not None
@@ -192,6 +196,8 @@ class Level:
                     loss = g_hinge_loss(self.scores(fake, cond, lab, frames, module=self.D_plain))
                     if recon:
                         loss = loss + self.train_spec.recon * (out[n:] - real[c]).abs().mean()
+                    if self.train_spec.spectrum > 0 and real is not None:
+                        loss = loss + self.train_spec.spectrum * spectrum_loss(fake, real[c])
                     if len(chunks) > 1:
                         loss = loss * (n / b)
                     loss.backward()
