@@ -166,6 +166,25 @@ def test_psd_sees_blur_as_lost_high_frequencies():
         psd_table(sharp, [4], "real")
 
 
+@pytest.mark.parametrize("shape", [(32, 32), (24, 40), (17, 15)])
+def test_radial_psd_is_the_full_frequency_plane_binned_by_integer_radius(shape):
+    """radial_psd bins rfft2 power with mirrored columns counted twice; it must equal the plain
+    definition: power over the whole fft2 plane, averaged per integer radius below min(H, W) // 2."""
+    from cvg.metrics.psd import radial_psd
+
+    h, w = shape
+    frames = np.random.default_rng(0).integers(0, 256, (3, h, w, 3)).astype(np.uint8)
+    grey = frames.astype(np.float64).mean(-1)
+    grey -= grey.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) ** 2 / (h * w)
+    yy, xx = np.indices((h, w))
+    radius = np.hypot(yy - h // 2, xx - w // 2).astype(int)
+    bins = min(h, w) // 2
+    mask = radius < bins
+    expected = np.stack([np.bincount(radius[mask], weights=p[mask], minlength=bins) / np.bincount(radius[mask], minlength=bins) for p in power])
+    np.testing.assert_allclose(radial_psd(frames), expected, rtol=1e-12, atol=1e-12 * expected.max())  # bin 0: the removed mean, round-off
+
+
 def test_paper_table_puts_ours_beside_the_paper(tmp_path):
     import pandas as pd
 

@@ -4,21 +4,43 @@ over disjoint subsets of the videos (the appendix uses three sets of 600)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
+
+
+@functools.lru_cache(maxsize=16)
+def _radial_weights(h: int, w: int) -> torch.Tensor:
+    """(H * (W // 2 + 1), bins) float64 matrix averaging rfft2 power into integer-radius bins
+    (radius in frequency-index units, ``min(H, W) // 2`` bins, corners beyond left out) as the
+    full frequency plane would: rfft2 keeps one of each mirrored pair (equal power for real
+    frames), so every column but the zero and Nyquist ones stands for two points."""
+    fy = torch.arange(h, dtype=torch.float64)
+    fy = torch.where(fy >= (h + 1) // 2, fy - h, fy)  # fftfreq's order as exact integers: no 4.999... radius
+    fx = torch.arange(w // 2 + 1, dtype=torch.float64)
+    radius = torch.hypot(fy[:, None], fx[None, :]).long().flatten()
+    mirrored = ((fx > 0) & (fx < w / 2)).double() + 1.0
+    bins = min(h, w) // 2
+    keep = radius < bins
+    weights = torch.zeros(radius.numel(), bins, dtype=torch.float64)
+    weights[keep.nonzero().squeeze(1), radius[keep]] = mirrored.expand(h, -1).flatten()[keep]
+    return weights / weights.sum(0, keepdim=True)
+
+
+def radial_power(frames: torch.Tensor) -> torch.Tensor:
+    """Real (..., H, W) frames -> (..., min(H, W) // 2) radially averaged power per frequency
+    bin, each frame's mean removed. Differentiable: the spectral training term
+    (``cvg.train.spectrum``) matches the same statistic."""
+    x = frames - frames.mean((-2, -1), keepdim=True)
+    power = torch.fft.rfft2(x, norm="ortho").abs().square()
+    return power.flatten(-2) @ _radial_weights(x.shape[-2], x.shape[-1]).to(power)
 
 
 def radial_psd(frames: np.ndarray) -> np.ndarray:
     """uint8/float (N, H, W, 3) frames -> (N, H//2) radially averaged power per frequency bin."""
     grey = np.asarray(frames, dtype=np.float64).mean(-1)
-    grey = grey - grey.mean(axis=(1, 2), keepdims=True)
-    n, h, w = grey.shape
-    power = np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) ** 2 / (h * w)
-    yy, xx = np.indices((h, w))
-    radius = np.hypot(yy - h // 2, xx - w // 2).astype(int)
-    bins = min(h, w) // 2
-    mask = radius < bins
-    counts = np.bincount(radius[mask], minlength=bins)
-    return np.stack([np.bincount(radius[mask], weights=p[mask], minlength=bins) / counts for p in power])
+    return radial_power(torch.from_numpy(grey)).numpy()
 
 
 def psd_table(videos: np.ndarray, frame_indices: list[int], source: str, subsets: int = 3) -> list[dict]:
