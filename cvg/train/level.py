@@ -179,6 +179,7 @@ class Level:
         b = draws.z.shape[0]
         chunks = self.micro_batches(b)
         recon = self.train_spec.recon > 0 and real_cond is not None
+        spectral = self.train_spec.spectrum > 0 and real is not None
         self.opt_g.zero_grad(set_to_none=True)
         total = None
         self.D.requires_grad_(False)
@@ -196,7 +197,7 @@ class Level:
                     loss = g_hinge_loss(self.scores(fake, cond, lab, frames, module=self.D_plain))
                     if recon:
                         loss = loss + self.train_spec.recon * (out[n:] - real[c]).abs().mean()
-                    if self.train_spec.spectrum > 0 and real is not None:
+                    if spectral:
                         loss = loss + self.train_spec.spectrum * spectrum_loss(fake, real[c])
                     if len(chunks) > 1:
                         loss = loss * (n / b)
