@@ -61,6 +61,14 @@ def n_classes_of(g: nn.Module) -> int:
     return g.stem.embed.num_embeddings if g.stem.embed is not None else 0
 
 
+def is_inert_refiner(g: nn.Module) -> bool:
+    """An untrained ``refine`` level (gate exactly 0) outputs the naive upsampling of its input
+    whatever its BN statistics, so recomputing them from the lower levels' samples (most of the
+    untrained baseline's sampling time) cannot change its output."""
+    gain = getattr(g, "refine_gain", None)
+    return gain is not None and not bool(gain.detach().any())
+
+
 class CascadeSampler:
     def __init__(self, config: Config, generators: list[nn.Module], device="cpu"):
         self.config, self.device = config, torch.device(device)
@@ -89,16 +97,20 @@ class CascadeSampler:
                 set_norm_eval_stats(g, "per_frame" if (i == 0 and lengths[0] == trained) else "stationary")
                 continue
             set_norm_eval_stats(g, "per_frame")
+            inert = is_inert_refiner(g)
 
-            def dummy(i=i, g=g):
+            def dummy(i=i, g=g, inert=inert):
                 z = torch.randn(batch, g.z_dim, generator=gen).to(self.device)
                 label = self._labels(batch, gen)
                 if i == 0:
                     return g(z, label, frames=lengths[0])
+                if inert:  # its statistics only need to exist (and be finite): any input of the right shape
+                    res = self.config.level(i).resolution
+                    return g(torch.zeros(batch, 3, lengths[i - 1], res, res, device=self.device), z, label)
                 lower, _ = self.sample(batch, level1_frames=lengths[0], labels=label, levels=i, generator=gen)
                 return g(lower[-1], z, label)
 
-            recompute_frame_stats(g, dummy, passes)
+            recompute_frame_stats(g, dummy, 1 if inert else passes)
             g.eval()
 
     def _labels(self, n: int, gen: torch.Generator):

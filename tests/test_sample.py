@@ -176,3 +176,37 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
     assert cut["level3"].shape == full["level3"].shape == (3, 32, 64, 64, 3)
     assert np.abs(cut["level3"].astype(int) - from_stored).max() <= 1  # level 2 upsampled (before its uint8 rounding)
     assert np.abs(cut["level3"].astype(int) - full["level3"]).mean() > 5  # level 3 not applied
+
+
+def test_untrained_refining_levels_skip_the_costly_statistics_passes(tmp_path, monkeypatch):
+    """The untrained baseline with ``refine``: its upsampling levels (gate 0) output exactly the
+    naive upsampling of level 1, so ``prepare_norms`` gives them one pass on a blank input
+    instead of ``passes`` passes over sampled lower levels; a level whose gate has moved is
+    still recomputed from the lower levels' samples."""
+    from cvg.models.generators import REFINE_CLAMP
+    from cvg.pyramid import naive_upsample
+    from cvg.sample import is_inert_refiner
+
+    cfg, gens = tiny_cascade(tmp_path)
+    preset = get_preset("tiny")
+    torch.manual_seed(1)
+    fresh = build_generator(preset, cfg.levels, 2, 3, refine=True)
+    assert is_inert_refiner(fresh) and not is_inert_refiner(gens[1]) and not is_inert_refiner(gens[0])
+
+    sampler = CascadeSampler(cfg, [gens[0], fresh])
+    lower_draws = []
+    real_sample = CascadeSampler.sample
+    monkeypatch.setattr(CascadeSampler, "sample", lambda self, *a, **k: lower_draws.append(k.get("levels")) or real_sample(self, *a, **k))
+    sampler.prepare_norms("recompute", 5, level1_frames=4, batch=2)
+    assert lower_draws == []  # no lower-level sampling for the inert level
+    videos, _ = sampler.sample(3, seed=4)
+    bound = REFINE_CLAMP  # the gate's base is clamped inside tanh's range
+    torch.testing.assert_close(videos[1], naive_upsample(videos[0], 2, 2).clamp(-bound, bound), rtol=0, atol=1e-6)
+    assert torch.isfinite(videos[1]).all()
+
+    with torch.no_grad():
+        fresh.refine_gain.fill_(0.1)  # trained: its statistics now shape its output
+    assert not is_inert_refiner(fresh)
+    lower_draws.clear()
+    sampler.prepare_norms("recompute", 5, level1_frames=4, batch=2)
+    assert lower_draws == [1] * 5
