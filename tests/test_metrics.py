@@ -277,11 +277,26 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     assert (paired["delta"] < 0).all() and (paired["ci_low"] <= paired["delta"]).all() and (paired["n_samples"] == 12).all()
     # the Markdown table says, per pair, whether the model beat its baseline
     text = (tmp_path / "m.md").read_text()
-    assert "| bilinear_level1 | 12 |" in text and "| cascade | bilinear_level1 | 9 | FVD |" in text
+    assert "| bilinear_level1 | 12 | 12 |" in text and "| cascade | bilinear_level1 | 9 | 12 | FVD |" in text  # model, frames, clips
     from cvg.metrics.run import verdict
 
     assert text.count("| better |") == (paired["ci_high"] < 0).sum() > 0
     assert [verdict(-2, -1), verdict(-1, 1), verdict(1, 2)] == ["better", "no significant difference", "worse"]
+
+
+def test_metric_table_states_each_rows_clip_count():
+    """Rows of one table can score different numbers of clips (96 samples, a 72-clip held-out
+    split), and Fréchet distances of different set sizes are not biased alike: the Markdown
+    table gives the count per row instead of one for the whole table."""
+    import pandas as pd
+
+    from cvg.metrics.run import metrics_markdown
+
+    rows = [{"model": m, "level": 3, "frames": 16, "resolution": 64, "n_samples": n, "protocol": "p", "metric": k, "value": v}
+            for m, n in (("real:test", 72), ("cascade", 96)) for k, v in (("FVD", 10.0), ("FID", 1.0))]
+    text = metrics_markdown(pd.DataFrame(rows))
+    assert "| model | frames | clips | FVD | FID |" in text
+    assert "| real:test | 16 | 72 | 10.00 | 1.00 |" in text and "| cascade | 16 | 96 | 10.00 | 1.00 |" in text
 
 
 def test_stretch_frames_repeats_each_frame_in_order():

@@ -184,12 +184,15 @@ def metrics_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) ->
     with their verdict: the table says whether the cascade beat its baselines."""
     from cvg.tables import markdown_table
 
-    wide = table.pivot_table(index=["model", "frames"], columns="metric", values="value", sort=False).reset_index()
-    wide = wide[["model", "frames"] + [m for m in ("FVD", "FID", "IS", "IS_std") if m in wide.columns]]
-    text = f"# Metrics\n\n{table['protocol'].iloc[0]}, {int(table['n_samples'].iloc[0])} clips per row\n\n{markdown_table(wide)}"
+    # the clip count is a column, not a header: rows differ (a held-out split can be smaller than
+    # the generated sets), and Fréchet distances of different set sizes are biased differently
+    wide = table.pivot_table(index=["model", "frames", "n_samples"], columns="metric", values="value", sort=False).reset_index()
+    wide = wide.rename(columns={"n_samples": "clips"})
+    wide = wide[["model", "frames", "clips"] + [m for m in ("FVD", "FID", "IS", "IS_std") if m in wide.columns]]
+    text = f"# Metrics\n\n{table['protocol'].iloc[0]}\n\n{markdown_table(wide)}"
     if paired is not None and not paired.empty:
-        rows = paired.assign(verdict=[verdict(lo, hi) for lo, hi in zip(paired["ci_low"], paired["ci_high"])])
-        rows = rows[["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "verdict"]]
+        rows = paired.assign(verdict=[verdict(lo, hi) for lo, hi in zip(paired["ci_low"], paired["ci_high"])], clips=paired["n_samples"])
+        rows = rows[["model", "baseline", "frames", "clips", "metric", "delta", "ci_low", "ci_high", "p_better", "verdict"]]
         text += ("\n## Paired differences (model - baseline; negative: closer to the real clips)\n\n"
                  f"95 % bootstrap intervals over the scored clips ({int(paired['n_boot'].iloc[0])} resamples); "
                  "training-run variance is not included.\n\n" + markdown_table(rows))
