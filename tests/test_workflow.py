@@ -1,6 +1,7 @@
 """The Snakemake DAG: dry runs over each dataset config, and the demo's data targets for real."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,10 @@ def test_demo_data_targets_run_for_real(tmp_path):
     assert pd.read_csv(tmp_path / "results" / "demo" / "data" / "failures.csv").empty
     again = snakemake(tmp_path, "results/demo/data/index.csv", "-n", "--configfile", str(cfg))
     assert "Nothing to be done" in again.stdout + again.stderr
+    moved = tmp_path / "moved"  # the whole working directory elsewhere, config file included: nothing reruns
+    shutil.copytree(tmp_path, moved, symlinks=True, ignore=shutil.ignore_patterns("moved"))
+    there = snakemake(moved, "results/demo/data/index.csv", "-n", "--configfile", str(moved / "demo.yaml"))
+    assert "Nothing to be done" in there.stdout + there.stderr, there.stdout[-2000:]
     raw["dataset"]["demo"]["object_size"] = [0.1, 0.12]  # new demo settings: rendered again, then all after it
     changed = snakemake(tmp_path, "results/demo/data/index.csv", "-n", "--configfile", str(write_config(cfg, raw)))
     assert "Params have changed" in changed.stdout and all(f"{rule}  " in changed.stdout for rule in ("demo_videos", "manifest", "index"))
