@@ -51,15 +51,20 @@ def _code_version() -> str:
 
 
 def config_file(wildcards):
-    """The experiment's validated config, snapshotted at results/{name}/config.yaml.
+    """``config_snapshot`` of the rule's ``{dataset}``, as a rule's params function."""
+    return config_snapshot(wildcards.dataset)
 
-    Rules read the snapshot (a constant path), so where the config came from (config/ or
-    --configfile) does not trigger reruns; what changes inside it does, through each rule's
-    own `settings` param. The snapshot and provenance.json record what produced the results.
+
+def config_snapshot(name):
+    """Experiment ``name``'s validated config, snapshotted at results/{name}/config.yaml.
+
+    Rules read the snapshot (a constant relative path), so where the config came from (config/
+    or --configfile, and where the checkout lies) does not trigger reruns; what changes inside
+    it does, through each rule's own `settings` param. The snapshot and provenance.json record
+    what produced the results.
     """
     import yaml
 
-    name = wildcards.dataset
     path = Path("results", name, "config.yaml")
     text = yaml.safe_dump(EXPERIMENTS[name].raw, sort_keys=False)
     if not path.exists() or path.read_text() != text:

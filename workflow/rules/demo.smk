@@ -1,7 +1,6 @@
 # The embedded demo dataset, rendered on first use (small; nothing large is committed).
 
 import re
-from types import SimpleNamespace
 
 
 def demo_roots():
@@ -21,7 +20,7 @@ rule demo_videos:
     params:
         # the snapshot (a relative path), not the source: a moved checkout or config file does
         # not re-render the videos and so retrain everything
-        config=lambda wc: config_file(SimpleNamespace(dataset=demo_experiment(wc.demo_root))),
+        config=lambda wc: config_snapshot(demo_experiment(wc.demo_root)),
         # re-rendered (Snakemake empties the folder first) when the demo's settings change
         settings=lambda wc: json.dumps(EXPERIMENTS[demo_experiment(wc.demo_root)].dataset.options.get("demo", {}), sort_keys=True),
     log:
