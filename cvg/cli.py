@@ -103,8 +103,8 @@ def cmd_sample(args) -> int:
     s = cfg.raw["sample"]
     device = _device(args.device)
     try:
-        sampler = prepared_sampler(cfg, args.checkpoints, args.variant, device)
-    except ValueError as exc:  # an unknown variant, or too few checkpoints for it
+        sampler = prepared_sampler(cfg, args.checkpoints, args.variant, device, args.norms)
+    except (ValueError, FileNotFoundError) as exc:  # an unknown variant, too few checkpoints, stale statistics
         raise SystemExit(f"cvg sample: {exc}") from None
     frames1 = s["level1_frames"] or cfg.level(1).frames
     level1 = None
@@ -129,6 +129,26 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_norms(args) -> int:
+    from cvg.sample import CascadeSampler, norm_settings, read_norm_records
+    from cvg.train.loop import load_generator, save_atomic
+
+    cfg = _config(args.config)
+    if len(args.prev or []) != len(args.checkpoints) - 1:
+        raise SystemExit(f"cvg norms: --prev needs the statistics of levels 1..{len(args.checkpoints) - 1} "
+                         f"(one file per level below the last checkpoint), got {len(args.prev or [])}")
+    device = _device(args.device)
+    sampler = CascadeSampler(cfg, [load_generator(cfg, p, device) for p in args.checkpoints], device)
+    try:
+        records = sampler.prepare_norms(*norm_settings(cfg), given=read_norm_records(args.prev))
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"cvg norms: {', '.join(args.prev or [])}: {exc}") from None
+    save_atomic(records[-1], Path(args.out))
+    mode, passes = records[-1]["settings"]["mode"], records[-1]["settings"]["passes"]
+    print(f"{args.out}: level {len(args.checkpoints)}'s BN statistics ({mode}, {passes} passes)")
+    return 0
+
+
 def cmd_metrics(args) -> int:
     from cvg.metrics.run import evaluate
 
@@ -148,7 +168,10 @@ def cmd_per_class(args) -> int:
 
     cfg = _config(args.config)
     device = _device(args.device)
-    sampler = prepared_sampler(cfg, args.checkpoints, "cascade", device)
+    try:
+        sampler = prepared_sampler(cfg, args.checkpoints, "cascade", device, args.norms)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"cvg per-class: {exc}") from None
     per_class_scores(cfg, sampler, args.index, args.out, args.cache, args.markdown, device)
     print(Path(args.markdown).read_text() if args.markdown else Path(args.out).read_text())
     return 0
@@ -248,8 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
     p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")
     p.add_argument("--n", type=int, help="number of samples (default: sample.n_samples)")
+    p.add_argument("--norms", nargs="*", help="BN statistics of the first levels from `cvg norms` (one file per level, in order); "
+                   "those levels take no statistics passes. Default: every level is prepared here")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("norms", help="prepare one level's BN statistics for sampling (sample.bn), once for every sample variant")
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="final checkpoints of levels 1..K; K is the level prepared")
+    p.add_argument("--prev", nargs="*", help="`cvg norms` files of levels 1..K-1, in order")
+    p.add_argument("--out", required=True, help="statistics file, e.g. results/NAME/samples/norms/levelK.pt")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.set_defaults(func=cmd_norms)
 
     p = sub.add_parser("metrics", help="FVD / FID / IS of samples against real clips (I3D, TF-Hub weights)")
     p.add_argument("--config", required=True)
@@ -271,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV: group, class, label, frames, n_samples, n_real, IS, IS_std, FID, FVD, protocol")
     p.add_argument("--markdown", help="the table beside the paper's numbers, and group means, as Markdown")
     p.add_argument("--cache", help="folder for cached real-data I3D outputs")
+    p.add_argument("--norms", nargs="*", help="BN statistics of the first levels from `cvg norms` (one file per level, in order); "
+                   "those levels take no statistics passes. Default: every level is prepared here")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_per_class)
 

@@ -81,22 +81,36 @@ class CascadeSampler:
             out.append(out[-1] * lv.temporal_factor)
         return out
 
-    def prepare_norms(self, mode: str, passes: int, level1_frames: int, batch: int, seed: int = 0) -> None:
-        """Set every level's BN statistics for sampling at ``level1_frames`` (see module doc).
+    def prepare_norms(self, mode: str, passes: int, level1_frames: int, batch: int, seed: int = 0,
+                      given: list[dict] | tuple = ()) -> list[dict]:
+        """Set every level's BN statistics for sampling at ``level1_frames`` (see module doc);
+        return one ``norm_record`` per level (what ``cvg norms`` writes).
 
         ``recompute`` prepares the levels in order, and feeds each upsampling level's dummy
         passes with the already prepared lower levels' samples: its statistics depend on the
         conditioning video (added before its norms), so they must come from the inputs it
-        will actually receive, not from arbitrary ones.
+        will actually receive, not from arbitrary ones. ``given`` records (from earlier
+        ``prepare_norms`` calls with the same settings) set the first levels without a pass;
+        the noise then continues where they left it, so the result is the same bit for bit.
         """
+        settings = {"mode": mode, "passes": passes, "level1_frames": level1_frames, "batch": batch, "seed": seed}
         gen = torch.Generator().manual_seed(seed)
         lengths = self.lengths(level1_frames)
+        if len(given) > len(self.generators):
+            raise ValueError(f"{len(given)} levels of BN statistics given for a cascade of {len(self.generators)} levels")
+        records = []
         for i, g in enumerate(self.generators):
             trained = self.config.level(i + 1).window_out
             if mode == "stationary":
                 set_norm_eval_stats(g, "per_frame" if (i == 0 and lengths[0] == trained) else "stationary")
+                records.append(norm_record(g, i + 1, settings, gen))
                 continue
             set_norm_eval_stats(g, "per_frame")
+            if i < len(given):
+                load_norm_record(g, given[i], i + 1, settings)
+                gen.set_state(given[i]["rng"])
+                records.append(given[i])
+                continue
             inert = is_inert_refiner(g)
 
             def dummy(i=i, g=g, inert=inert):
@@ -112,6 +126,8 @@ class CascadeSampler:
 
             recompute_frame_stats(g, dummy, 1 if inert else passes)
             g.eval()
+            records.append(norm_record(g, i + 1, settings, gen))
+        return records
 
     def _labels(self, n: int, gen: torch.Generator):
         return torch.randint(0, self.n_classes, (n,), generator=gen).to(self.device) if self.n_classes else None
@@ -157,6 +173,46 @@ class CascadeSampler:
         return videos
 
 
+def norm_record(g: nn.Module, level: int, settings: dict, gen: torch.Generator) -> dict:
+    """A level's prepared state for sampling: every buffer (the FrameNorms' per-timestep
+    statistics, and the spectral norms' power-iteration vectors, which the statistics passes run
+    in training mode also advance), the settings it was prepared with, and the noise generator's
+    state after it: what the cascade's later levels need to continue the preparation exactly."""
+    buffers = {name: b.detach().cpu().clone() for name, b in g.named_buffers()}
+    return {"level": level, "settings": dict(settings), "buffers": buffers, "rng": gen.get_state()}
+
+
+def load_norm_record(g: nn.Module, record: dict, level: int, settings: dict) -> None:
+    """Set ``g``'s buffers from ``norm_record`` output, after checking that they are this
+    level's and were prepared as ``settings`` asks (else a stale file would be used)."""
+    if int(record["level"]) != level:
+        raise ValueError(f"the BN statistics are level {record['level']}'s, expected level {level}'s")
+    if dict(record["settings"]) != settings:
+        raise ValueError(f"the BN statistics were prepared with {dict(record['settings'])}, the config asks {settings}: "
+                         "prepare them again (cvg norms)")
+    buffers, expected = record["buffers"], dict(g.named_buffers())
+    if set(buffers) != set(expected):
+        raise ValueError(f"the BN statistics do not match level {level}'s generator: missing {sorted(set(expected) - set(buffers))[:3]}, "
+                         f"unexpected {sorted(set(buffers) - set(expected))[:3]}")
+    for name, value in buffers.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(g.get_submodule(owner), attr, value.to(expected[name].device))  # FrameNorm statistics change length
+
+
+def norm_settings(config: Config, variant: str = "cascade") -> tuple:
+    """(mode, passes, level1_frames, batch, seed) of ``prepare_norms`` for sampling ``variant`` as
+    ``sample`` asks: untrained levels always recompute (they have no running statistics of use)."""
+    s = config.raw["sample"]
+    passes = s["bn_passes"] if s["bn"] == "recompute" or variant == "untrained" else 0
+    return ("recompute" if passes else "stationary", passes, s["level1_frames"] or config.level(1).frames, s["batch_size"], s["seed"])
+
+
+def read_norm_records(paths) -> list[dict]:
+    from cvg.train.loop import load_checkpoint
+
+    return [load_checkpoint(p) for p in paths or ()]
+
+
 def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
     """The sampler of a variant: ``cascade`` = all trained levels; ``untrained`` = trained level 1
     with freshly initialised upsampling levels; ``bilinear`` = trained level 1 only;
@@ -179,13 +235,16 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     return CascadeSampler(config, [first, *fresh], device)
 
 
-def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
-    """``build_sampler`` with BN statistics set as ``sample.bn`` asks (untrained levels always
-    recompute theirs: they have no running statistics of use), ready to sample."""
-    s = config.raw["sample"]
+def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu", norms=()) -> CascadeSampler:
+    """``build_sampler`` with BN statistics set as ``sample.bn`` asks, ready to sample. ``norms``:
+    files of ``cvg norms`` for the first levels (the workflow prepares each level's statistics
+    once, for every variant and for training the level above), so those levels take no passes."""
     sampler = build_sampler(config, checkpoints, variant, device)
-    passes = s["bn_passes"] if s["bn"] == "recompute" or variant == "untrained" else 0
-    sampler.prepare_norms("recompute" if passes else "stationary", passes, s["level1_frames"] or config.level(1).frames, s["batch_size"], s["seed"])
+    given = read_norm_records(norms)
+    try:
+        sampler.prepare_norms(*norm_settings(config, variant), given=given)
+    except ValueError as exc:
+        raise ValueError(f"{', '.join(map(str, norms))}: {exc}") from None
     return sampler
 
 

@@ -210,3 +210,36 @@ def test_untrained_refining_levels_skip_the_costly_statistics_passes(tmp_path, m
     lower_draws.clear()
     sampler.prepare_norms("recompute", 5, level1_frames=4, batch=2)
     assert lower_draws == [1] * 5
+
+
+def test_norm_records_prepare_later_levels_exactly_as_one_pass_would(tmp_path):
+    """``cvg norms`` prepares each level once for every variant: a sampler given level 1's
+    record (saved and loaded as the workflow does) prepares level 2 bit for bit as the joint
+    preparation does, and samples the same; records of other settings or levels are refused."""
+    import copy
+
+    from cvg.sample import read_norm_records
+    from cvg.train.loop import save_atomic
+
+    cfg, gens = tiny_cascade(tmp_path)
+    joint = CascadeSampler(cfg, copy.deepcopy(gens))
+    records = joint.prepare_norms("recompute", 3, level1_frames=6, batch=2, seed=5)
+    assert [r["level"] for r in records] == [1, 2]
+    save_atomic(records[0], tmp_path / "norms" / "level1.pt")
+    given = read_norm_records([tmp_path / "norms" / "level1.pt"])  # weights_only load
+
+    level1_only = CascadeSampler(cfg, copy.deepcopy(gens[:1]))
+    assert level1_only.prepare_norms("recompute", 3, level1_frames=6, batch=2, seed=5, given=given)[0] is given[0]
+    chained = CascadeSampler(cfg, copy.deepcopy(gens))
+    again = chained.prepare_norms("recompute", 3, level1_frames=6, batch=2, seed=5, given=given)
+    for name, value in records[1]["buffers"].items():
+        assert torch.equal(again[1]["buffers"][name], value), name
+    assert torch.equal(again[1]["rng"], records[1]["rng"])
+    a, _ = joint.sample(3, seed=7)
+    b, _ = chained.sample(3, seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+    with pytest.raises(ValueError, match="passes"):  # statistics prepared with other settings
+        CascadeSampler(cfg, copy.deepcopy(gens)).prepare_norms("recompute", 4, level1_frames=6, batch=2, seed=5, given=given)
+    with pytest.raises(ValueError, match="level 2's, expected level 1's"):
+        CascadeSampler(cfg, copy.deepcopy(gens)).prepare_norms("recompute", 3, level1_frames=6, batch=2, seed=5, given=records[1:])

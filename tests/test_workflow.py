@@ -64,6 +64,8 @@ def test_dry_run_resolves_for_paper_configs(tmp_path, clip_mp4, name):
     assert jobs["manifest"] == 1 and jobs["index"] == 1 and jobs["train_level"] == levels, out.stdout
     # untrained and bilinear baselines, and the cascade cut at each intermediate level
     assert jobs["sample"] == 1 and jobs["sample_baseline"] == 2 + (levels - 2) and jobs["metrics"] == 1
+    # each level's BN statistics prepared once (sample.bn: recompute), read by every variant
+    assert jobs["norms"] == levels, out.stdout
 
 
 def test_missing_dataset_stops_with_one_clear_message(tmp_path):

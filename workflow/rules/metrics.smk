@@ -75,6 +75,7 @@ rule per_class:
     cascade (metrics.per_class); a target of its own, not part of `all`."""
     input:
         checkpoints=level_checkpoints,
+        norms=level_norms,
         index="results/{dataset}/data/index.csv",
     output:
         csv="results/{dataset}/per_class.csv",
@@ -89,5 +90,5 @@ rule per_class:
     log:
         "results/{dataset}/logs/per_class.log",
     shell:
-        "cvg per-class --config {params.config} --checkpoints {input.checkpoints} --index {input.index}"
+        "cvg per-class --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --index {input.index}"
         " --out {output.csv} --markdown {output.md} --cache {params.cache} > {log} 2>&1"

@@ -7,9 +7,47 @@ def level_checkpoints(wildcards):
     return [f"results/{wildcards.dataset}/train/level{lv.index}.pt" for lv in exp(wildcards).levels]
 
 
+def level_norms(wildcards):
+    """Every level's BN statistics for sampling (``rule norms``), prepared once for all the sample
+    variants; none where ``sample.bn`` is stationary (then there is nothing to prepare)."""
+    if exp(wildcards).raw["sample"]["bn"] != "recompute":
+        return []
+    return [f"results/{wildcards.dataset}/samples/norms/level{lv.index}.pt" for lv in exp(wildcards).levels]
+
+
+def norm_settings_json(wildcards):
+    """What a level's BN statistics depend on, besides the checkpoints of the levels up to it."""
+    s = exp(wildcards).raw["sample"]
+    return json.dumps({k: s[k] for k in ("bn", "bn_passes", "level1_frames", "batch_size", "seed")}, sort_keys=True)
+
+
+rule norms:
+    """Level k's per-timestep BN statistics at the sampled length (appendix A's dummy passes over
+    the lower levels' samples), continuing from levels 1..k-1's. Every variant that samples level
+    k reads them, so the passes run once, not once per variant."""
+    input:
+        checkpoints=lambda wc: level_checkpoints(wc)[: int(wc.level)],
+        prev=lambda wc: [f"results/{wc.dataset}/samples/norms/level{i}.pt" for i in range(1, int(wc.level))],
+    output:
+        "results/{dataset}/samples/norms/level{level}.pt",
+    wildcard_constraints:
+        level=r"\d+",
+    params:
+        config=config_file,
+        settings=norm_settings_json,
+    resources:
+        **EVAL_RESOURCES,
+    threads: 2
+    log:
+        "results/{dataset}/logs/sample/norms_level{level}.log",
+    shell:
+        "cvg norms --config {params.config} --checkpoints {input.checkpoints} --prev {input.prev} --out {output} > {log} 2>&1"
+
+
 rule sample:
     input:
-        level_checkpoints,
+        checkpoints=level_checkpoints,
+        norms=level_norms,
     output:
         samples="results/{dataset}/samples/cascade.h5",
         mp4=report("results/{dataset}/samples/grid.mp4", category="Samples", caption="../report/grid.rst"),
@@ -23,7 +61,7 @@ rule sample:
     log:
         "results/{dataset}/logs/sample/cascade.log",
     shell:
-        "cvg sample --config {params.config} --checkpoints {input} --variant cascade --out {output.samples}"
+        "cvg sample --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --variant cascade --out {output.samples}"
         " --grid {output.mp4} {output.gif} > {log} 2>&1"
 
 
@@ -31,6 +69,11 @@ def variant_checkpoints(wildcards):
     """The checkpoints a variant reads (``cvg.variants.trained_levels``), so retraining a level
     leaves the samples that ignore it alone."""
     return level_checkpoints(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
+
+
+def variant_norms(wildcards):
+    """The BN statistics of the trained levels a variant samples (the untrained baseline: level 1's)."""
+    return level_norms(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
 
 
 def baseline_settings(wildcards):
@@ -48,6 +91,7 @@ rule sample_baseline:
     from level 1's quality)."""
     input:
         checkpoints=variant_checkpoints,
+        norms=variant_norms,
         index="results/{dataset}/data/index.csv",
     output:
         "results/{dataset}/samples/{variant}.h5",
@@ -62,5 +106,6 @@ rule sample_baseline:
     log:
         "results/{dataset}/logs/sample/{variant}.log",
     shell:
-        "cvg sample --config {params.config} --checkpoints {input.checkpoints} --variant {wildcards.variant} --index {input.index}"
+        "cvg sample --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --variant {wildcards.variant}"
+        " --index {input.index}"
         " --out {output} > {log} 2>&1"

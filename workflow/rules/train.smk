@@ -7,14 +7,18 @@ from dataclasses import asdict
 
 
 def level_settings(wildcards):
-    """Everything that defines level l's training; a change reruns level l and what follows."""
+    """Everything that defines level l's training; a change reruns level l and what follows. An
+    upsampling level also depends on how its frozen lower levels' BN statistics are prepared
+    (``sample.bn`` etc.: it trains on their samples as sampling makes them)."""
     cfg, index = exp(wildcards), int(wildcards.level)
+    sample = cfg.raw["sample"]
     return json.dumps(
         {
             "train": asdict(cfg.train(index)),
             "model": asdict(cfg.model),
             "levels": [asdict(lv) for lv in cfg.levels[:index]],
             "dataset": {"kind": cfg.dataset.kind, "conditional": cfg.dataset.conditional},
+            "frozen_bn": {k: sample[k] for k in ("bn", "bn_passes", "batch_size", "seed")} if index > 1 else None,
         },
         sort_keys=True,
     )
