@@ -238,7 +238,7 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
 def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu", norms=()) -> CascadeSampler:
     """``build_sampler`` with BN statistics set as ``sample.bn`` asks, ready to sample. ``norms``:
     files of ``cvg norms`` for the first levels (the workflow prepares each level's statistics
-    once, for every variant and for training the level above), so those levels take no passes."""
+    once, for every variant), so those levels take no passes."""
     sampler = build_sampler(config, checkpoints, variant, device)
     given = read_norm_records(norms)
     try:
