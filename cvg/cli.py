@@ -130,7 +130,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_norms(args) -> int:
-    from cvg.sample import CascadeSampler, norm_settings, read_norm_records
+    from cvg.sample import CascadeSampler, prepare_with_records
     from cvg.train.loop import load_generator, save_atomic
 
     cfg = _config(args.config)
@@ -140,9 +140,9 @@ def cmd_norms(args) -> int:
     device = _device(args.device)
     sampler = CascadeSampler(cfg, [load_generator(cfg, p, device) for p in args.checkpoints], device)
     try:
-        records = sampler.prepare_norms(*norm_settings(cfg), given=read_norm_records(args.prev))
+        records = prepare_with_records(cfg, sampler, norms=args.prev)
     except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"cvg norms: {', '.join(args.prev or [])}: {exc}") from None
+        raise SystemExit(f"cvg norms: {exc}") from None
     save_atomic(records[-1], Path(args.out))
     mode, passes = records[-1]["settings"]["mode"], records[-1]["settings"]["passes"]
     print(f"{args.out}: level {len(args.checkpoints)}'s BN statistics ({mode}, {passes} passes)")

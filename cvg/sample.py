@@ -213,6 +213,17 @@ def read_norm_records(paths) -> list[dict]:
     return [load_checkpoint(p) for p in paths or ()]
 
 
+def prepare_with_records(config: Config, sampler: CascadeSampler, variant: str = "cascade", norms=()) -> list[dict]:
+    """``sampler.prepare_norms`` as ``sample`` asks, its first levels from ``cvg norms`` files;
+    a stale or mismatched file is named in the error."""
+    try:
+        return sampler.prepare_norms(*norm_settings(config, variant), given=read_norm_records(norms))
+    except ValueError as exc:
+        if not norms:
+            raise
+        raise ValueError(f"{', '.join(map(str, norms))}: {exc}") from None
+
+
 def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
     """The sampler of a variant: ``cascade`` = all trained levels; ``untrained`` = trained level 1
     with freshly initialised upsampling levels; ``bilinear`` = trained level 1 only;
@@ -240,11 +251,7 @@ def prepared_sampler(config: Config, checkpoints: list[str], variant: str, devic
     files of ``cvg norms`` for the first levels (the workflow prepares each level's statistics
     once, for every variant), so those levels take no passes."""
     sampler = build_sampler(config, checkpoints, variant, device)
-    given = read_norm_records(norms)
-    try:
-        sampler.prepare_norms(*norm_settings(config, variant), given=given)
-    except ValueError as exc:
-        raise ValueError(f"{', '.join(map(str, norms))}: {exc}") from None
+    prepare_with_records(config, sampler, variant, norms)
     return sampler
 
 
