@@ -8,7 +8,8 @@ the GPU by their own tests' cuda parameter (test_metrics.py, test_sample.py).
 Comparisons against the CPU run the convolutions in full fp32 (``exact_fp32_convolutions``):
 by default cuDNN uses TF32 for fp32 convolutions, whose 10-bit mantissa alone moves a loss by
 ~1e-3. Synchronised BatchNorm over NCCL needs two GPUs and is not exercised here (with one
-process FrameNorm has nothing to all-reduce); the gloo path is tested in test_train.py.
+process FrameNorm has nothing to all-reduce); its CUDA path is tested with two gloo workers
+sharing the GPU (test_models.py), DDP training over gloo in test_train.py.
 """
 
 import numpy as np

@@ -1,9 +1,15 @@
+import os
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
 from cvg.models.layers import FrameNorm, recompute_frame_stats, set_norm_eval_stats
 from cvg.models.presets import PRESETS, build_baseline, build_discriminators, build_generator, get_preset, summarize
+from tests.conftest import needs_cuda
 
 
 def inputs_for(preset, index, batch=2, frames=None):
@@ -145,6 +151,63 @@ def test_frame_norm_statistics_are_per_frame_and_recomputable():
     fresh = FrameNorm(2)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.running_mean, norm.running_mean)
+
+
+def test_frame_norm_training_statistics_match_a_float64_reference():
+    """Training mode normalises each (timestep, channel) by its population mean and variance
+    over batch and space, and with a cumulative momentum keeps exactly those as running
+    statistics (``torch.var_mean``: a one-pass Welford reduction, which inductor builds on
+    Triton 3.6 where the sum-of-squares form crashed it; docs/gpu_runs.md)."""
+    norm = FrameNorm(3, momentum=None)
+    x = torch.randn(5, 3, 4, 6, 7, generator=torch.Generator().manual_seed(0)) * 3 + 2
+    y = norm(x)
+    ref = x.double()
+    mean, var = ref.mean((0, 3, 4), keepdim=True), ref.var((0, 3, 4), unbiased=False, keepdim=True)
+    torch.testing.assert_close(y.double(), (ref - mean) / (var + norm.eps).sqrt(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(norm.running_mean.double(), mean[0, :, :, 0, 0].t(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(norm.running_var.double(), var[0, :, :, 0, 0].t(), rtol=1e-6, atol=1e-6)
+
+
+def _synchronised_norm_rank(rank: int, world: int, port: int, device: str, queue) -> None:
+    """One worker: its share of a fixed batch through a FrameNorm, a non-linear loss backward."""
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    x = torch.randn(8, 4, 3, 6, 6, generator=torch.Generator().manual_seed(0)).to(device) * 2 + 1
+    norm = FrameNorm(4).to(device)
+    part = x.chunk(world)[rank].clone().requires_grad_()
+    y = norm(part)
+    y.pow(3).sum().backward()
+    queue.put((rank, *(t.detach().cpu().numpy() for t in (y, part.grad, norm.running_mean, norm.running_var))))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_synchronised_frame_norm_on_two_workers_equals_one_worker(device):
+    """Two gloo workers each holding half the batch normalise, back-propagate and update their
+    running statistics exactly as one worker holding all of it (the statistics are all-reduced
+    with autograd, so the gradient flows through the other worker's share too). On CUDA both
+    workers share the one GPU (gloo moves CUDA tensors; NCCL refuses two ranks on one device)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = {}
+    for world in (1, 2):
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_synchronised_norm_rank, args=(rank, world, port, device, queue)) for rank in range(world)]
+        for p in procs:
+            p.start()
+        got = sorted((queue.get(timeout=120) for _ in procs), key=lambda r: r[0])
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+        outputs, grads = (torch.cat([torch.from_numpy(g[i]) for g in got]) for i in (1, 2))
+        results[world] = (outputs, grads, torch.from_numpy(got[0][3]), torch.from_numpy(got[0][4]))
+    for name, one, two in zip(("output", "input gradient", "running mean", "running var"), results[1], results[2]):
+        torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    assert results[1][1].abs().max() > 1  # the gradient compared is not ~0
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

@@ -80,8 +80,7 @@ def update_running_stats(
     """Move the first ``len(mean)`` timesteps of the running statistics towards the batch's
     (momentum < 0: cumulative average). An opaque op, so that torch.compile neither fuses
     these in-place buffer updates into the statistics' reduction nor breaks the graph around
-    them. (On an H200 with Triton 3.6 inductor's kernels then hold no update, but a reduction
-    fusing the statistics with the ReLU's backward still fails to build: docs/gpu_runs.md.)"""
+    them."""
     batches_tracked.add_(1)
     m = momentum if momentum >= 0 else 1.0 / float(batches_tracked)
     t = mean.shape[0]
@@ -122,15 +121,19 @@ class FrameNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = (0, 3, 4)
-        count = torch.tensor(float(x.shape[0] * x.shape[3] * x.shape[4]), device=x.device)
-        s1, s2 = x.float().sum(dims), x.float().pow(2).sum(dims)  # (C, T)
+        """Population mean and variance per (timestep, channel) in fp32, all-reduced across
+        workers. ``var_mean`` (one Welford reduction), not sums of x and x²: with the latter,
+        inductor fused the reduction with the following ReLU's backward into a kernel that
+        Triton 3.6 failed to build on an H200 (docs/gpu_runs.md)."""
+        var, mean = torch.var_mean(x.float(), (0, 3, 4), correction=0)  # (C, T)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            packed = torch.cat([s1.flatten(), s2.flatten(), count.view(1)])
+            count = torch.full((1,), float(x.shape[0] * x.shape[3] * x.shape[4]), device=x.device)
+            s1, s2 = mean * count, (var + mean.pow(2)) * count  # this worker's sums, all-reduced
+            packed = torch.cat([s1.flatten(), s2.flatten(), count])
             packed = torch.cat(dist.nn.functional.all_reduce(packed).split([s1.numel(), s2.numel(), 1]))
             s1, s2, count = packed[: s1.numel()].view_as(s1), packed[s1.numel() : -1].view_as(s2), packed[-1]
-        mean = s1 / count
-        var = (s2 / count - mean.pow(2)).clamp_min(0)
+            mean = s1 / count
+            var = (s2 / count - mean.pow(2)).clamp_min(0)
         return mean.t(), var.t()  # (T, C)
 
     @torch.no_grad()
