@@ -153,14 +153,16 @@ def test_frame_norm_statistics_are_per_frame_and_recomputable():
     assert torch.equal(fresh.running_mean, norm.running_mean)
 
 
-def test_frame_norm_training_statistics_match_a_float64_reference():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_frame_norm_training_statistics_match_a_float64_reference(device):
     """Training mode normalises each (timestep, channel) by its population mean and variance
     over batch and space, and with a cumulative momentum keeps exactly those as running
-    statistics (``torch.var_mean``: a one-pass Welford reduction, which inductor builds on
-    Triton 3.6 where the sum-of-squares form crashed it; docs/gpu_runs.md)."""
-    norm = FrameNorm(3, momentum=None)
+    statistics (from sums of x and x² on the CPU, by ``torch.var_mean`` on CUDA, where inductor
+    failed to build the sums' kernel; docs/gpu_runs.md)."""
+    norm = FrameNorm(3, momentum=None).to(device)
     x = torch.randn(5, 3, 4, 6, 7, generator=torch.Generator().manual_seed(0)) * 3 + 2
-    y = norm(x)
+    y = norm(x.to(device)).cpu()
+    norm.cpu()
     ref = x.double()
     mean, var = ref.mean((0, 3, 4), keepdim=True), ref.var((0, 3, 4), unbiased=False, keepdim=True)
     torch.testing.assert_close(y.double(), (ref - mean) / (var + norm.eps).sqrt(), rtol=0, atol=1e-5)
