@@ -18,7 +18,8 @@
 #
 # Steps, in this order: pytest compile-test memory throughput unroll micro i3d compile (all but
 # compile-test and micro by default; compile-test runs only the two torch.compile tests, micro
-# checks that the paper config's level-3 micro-batch fits). CVG_MEMORY_LENGTHS picks the memory points (default 48 12 140). The
+# checks that the paper config's level-3 micro-batch fits). CVG_MEMORY_LENGTHS picks the memory points (default 48 12 140),
+# CVG_COMPILE_LEVELS the levels of the compile step (default 1 2 3). The
 # benchmarks build their networks on the GPU: orthogonal init of the paper-width layers on the
 # CPU alone costs 20-30 s per network.
 # Python packages come from the environment; a folder of wheels in .whl/ is installed first into
@@ -63,9 +64,9 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
         selection="cuda and not test_training_with_bf16_and_compile_on_cuda"
     fi
     want() { [[ " $steps " == *" $1 "* ]]; }
-    want pytest && step pytest-cuda 150 $py -m pytest -q -p no:cacheprovider -k "$selection" -rfs
+    want pytest && step pytest-cuda 420 $py -m pytest -q -p no:cacheprovider -k "$selection" -rfs
     if want compile-test; then  # both torch.compile tests alone (they take most of the pytest step)
-        step compile-test 300 $py -m pytest -q -p no:cacheprovider -k "cuda and compile" -rfs
+        step compile-test 360 $py -m pytest -q -p no:cacheprovider -k "cuda and compile" -rfs
     fi
     memory_lengths=${CVG_MEMORY_LENGTHS:-48 12 140}
     if want memory; then
@@ -88,7 +89,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
         step i3d 60 $py benchmarks/i3d.py --device cuda --clips 64 --batch 16 $jax
     fi
     if want compile; then
-        for level in 1 2 3; do
+        for level in ${CVG_COMPILE_LEVELS:-1 2 3}; do
             step "throughput-bf16-compile-$level" 240 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --device cuda --precision bf16 --compile --levels "$level"
         done
     fi
