@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, each step under its own time limit so that one slow step
-# costs only itself. All steps take up to about 15 minutes on one H200 (each memory point is a
-# fresh process per network, 45-50 s at paper width); under a shorter lease, split them:
-#     CVG_GPU_STEPS="pytest throughput i3d compile" ...  then  CVG_GPU_STEPS="memory unroll" ...
+# costs only itself. The default steps' limits add up to 28 minutes now that torch.compile
+# builds (each memory point is a fresh process per network, 45-50 s at paper width; compiling
+# a paper-width level takes minutes); under a 15-minute lease, split them over leases:
+#     CVG_GPU_STEPS="pytest throughput i3d" (9 min at most), "memory unroll" (7), "compile" (12)
 #
 #   1. pytest -k cuda: I3D port vs the JAX reference, level updates vs the CPU, bf16 and
 #      torch.compile vs eager fp32, chunked unrolling, a bf16 + compile training run (that one
