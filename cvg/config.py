@@ -171,6 +171,7 @@ TRAIN_DEFAULTS = {
     "betas": [0.0, 0.999],
     "d_steps": 2,
     "ema": 0.0,
+    "ema_ramp": 10.0,
     "recon": 0.0,
     "spectrum": 0.0,
     "checkpoint_every": 1000,
@@ -207,6 +208,7 @@ class TrainSpec:
     betas: tuple[float, float]
     d_steps: int
     ema: float
+    ema_ramp: float
     recon: float
     spectrum: float
     checkpoint_every: int

@@ -184,6 +184,25 @@ def test_ema_averages_the_generator_with_a_warmup(tiny_data):
     assert Level(make_config(raw), 1, 6).G_ema is None  # ema 0 (the paper's setting): no copy
 
 
+def test_ema_ramp_sets_how_far_back_the_average_reaches(tiny_data):
+    """``ema_ramp`` k: decay (1 + n) / (k + n). k = 2 weighs every update alike (the initial weights
+    count twice); the default 10 weighs the last updates most."""
+    _, raw = tiny_data
+
+    def average_after(ramp, n=5):
+        level = Level(make_config(raw, ema=0.9999, ema_ramp=ramp), 1, 6)
+        start = [p.clone() for p in level.G.parameters()]
+        for update in range(1, n + 1):  # G's weights are start + update after each update
+            with torch.no_grad():
+                for p, p0 in zip(level.G.parameters(), start):
+                    p.copy_(p0 + update)
+            level.update_ema(update)
+        return [(avg - p0).mean().item() for avg, p0 in zip(level.G_ema.parameters(), start)]
+
+    assert average_after(2) == pytest.approx([15 / 7] * len(average_after(2)), rel=1e-5)  # (1 + ... + 5) / (5 + 2)
+    assert all(a < b for a, b in zip(average_after(3), average_after(10)))  # a shorter ramp reaches further back
+
+
 def level2_batch(raw, root):
     from cvg.data.windows import PyramidWindows
 

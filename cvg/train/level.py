@@ -211,10 +211,14 @@ class Level:
     @torch.no_grad()
     def update_ema(self, updates: int) -> None:
         """Move G_ema towards G after generator update number ``updates`` (1-based). The decay ramps
-        up as (1 + n) / (10 + n) to ``ema`` so that a short run is not dominated by the initial weights."""
+        up as (1 + n) / (k + n) to ``ema``, k = ``train.ema_ramp``, so that a short run is not
+        dominated by the initial weights: until ``ema`` caps it, the average weights update m of n
+        about as m^(k - 2) (k = 2: the plain average of all updates, 3: weights growing linearly,
+        10: mostly the last tenth of the run)."""
         if self.G_ema is None:
             return
-        decay = min(self.train_spec.ema, (1 + updates) / (10 + updates))
+        k = self.train_spec.ema_ramp
+        decay = min(self.train_spec.ema, (1 + updates) / (k + updates))
         torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - decay)
         for mine, theirs in zip(self.G_ema.buffers(), self.G.buffers()):  # BN statistics: G's (sized lazily)
             mine.resize_as_(theirs).copy_(theirs)
