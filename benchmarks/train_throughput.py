@@ -123,7 +123,8 @@ def main() -> None:
         for lv in cfg.levels:
             if args.levels and lv.index not in args.levels:
                 continue
-            rows.append({"preset": name, "width": args.width, "batch": args.batch, "micro_batch": args.micro_batch, "device": args.device, "precision": args.precision,
+            rows.append({"preset": name, "width": args.width, "batch": args.batch, "micro_batch": args.micro_batch,
+                         "device": args.device, "precision": args.precision,
                          **measure(cfg, lv.index, args.batch, args.device, args.steps, args.compile)})
     report("train_throughput", rows)
 

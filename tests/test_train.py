@@ -237,7 +237,8 @@ def test_reconstruction_term_pulls_the_generator_towards_the_real_pairs(tiny_dat
 
 
 def cvg_train(cfg_path, index, out, work, *extra):
-    return [sys.executable, "-m", "cvg.cli", "train", "--config", str(cfg_path), "--level", "1", "--index", str(index), "--out", str(out), "--work", str(work), *extra]
+    return [sys.executable, "-m", "cvg.cli", "train", "--config", str(cfg_path), "--level", "1", "--index", str(index),
+            "--out", str(out), "--work", str(work), *extra]
 
 
 def test_sigkilled_run_resumes_to_the_bitwise_same_weights(tiny_data, tmp_path):
@@ -278,7 +279,8 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
     cfg_path.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cvg_train(cfg_path, index, tmp_path / "one.pt", tmp_path / "w1", "--device", "cpu"), check=True, capture_output=True, env=env)
-    out = subprocess.run(cvg_train(cfg_path, index, tmp_path / "two.pt", tmp_path / "w2", "--launcher", "torchrun", "--device", "cpu"), capture_output=True, text=True, env=env)
+    command = cvg_train(cfg_path, index, tmp_path / "two.pt", tmp_path / "w2", "--launcher", "torchrun", "--device", "cpu")
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     one, two = load_checkpoint(tmp_path / "one.pt"), load_checkpoint(tmp_path / "two.pt")
     worst = 0.0

@@ -212,8 +212,11 @@ def summarize(preset: ModelPreset, device: str = "meta") -> list[dict]:
                 prev = preset.levels[spec.index - 2]
                 cond = torch.randn(2, 3, spec.window, prev.resolution, prev.resolution)
                 g_inputs = (cond, z, label)
-            rows.append({"level": spec.index, "network": "G", "shape": f"{frames}/{spec.resolution}", "params": count_parameters(g), "activations_per_sample": activations_per_sample(g, *g_inputs)})
+            shape = f"{frames}/{spec.resolution}"
+            rows.append({"level": spec.index, "network": "G", "shape": shape, "params": count_parameters(g),
+                         "activations_per_sample": activations_per_sample(g, *g_inputs)})
             for name, d in ds.items():
                 d_inputs = (video, cond, label) if name == "matching" else (video, label)
-                rows.append({"level": spec.index, "network": f"D_{name}", "shape": f"{frames}/{spec.resolution}", "params": count_parameters(d), "activations_per_sample": activations_per_sample(d, *d_inputs)})
+                rows.append({"level": spec.index, "network": f"D_{name}", "shape": shape, "params": count_parameters(d),
+                             "activations_per_sample": activations_per_sample(d, *d_inputs)})
     return rows

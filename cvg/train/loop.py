@@ -288,7 +288,8 @@ def train_level(
         if rank == 0 and (step % t.log_every == 0 or step == t.steps):
             now = time.perf_counter()
             rate = (step - tick_step) * t.batch_size * (t.d_steps + 1) / max(now - tick, 1e-9)
-            log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}", "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
+            log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}",
+                        "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
             bar.set_postfix(loss_d=f"{losses[0].item():.3f}", loss_g=f"{losses[1].item():.3f}", samples_s=f"{rate:.1f}")
             tick, tick_step = now, step
         if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
