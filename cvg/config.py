@@ -174,6 +174,7 @@ TRAIN_DEFAULTS = {
     "ema_ramp": 10.0,
     "recon": 0.0,
     "spectrum": 0.0,
+    "spectrum_form": "batch",
     "checkpoint_every": 1000,
     "log_every": 50,
     "sample_every": 1000,
@@ -211,6 +212,7 @@ class TrainSpec:
     ema_ramp: float
     recon: float
     spectrum: float
+    spectrum_form: str
     checkpoint_every: int
     log_every: int
     sample_every: int

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from cvg.metrics.psd import radial_psd
@@ -39,6 +40,24 @@ def test_spectrum_loss_is_zero_on_equal_spectra_and_reaches_only_the_fakes():
     loss = spectrum_loss(blurred, real.requires_grad_())
     loss.backward()
     assert loss.item() > 0.5 and fake.grad.abs().sum() > 0 and real.grad is None
+
+
+def test_excess_form_pays_only_for_clips_with_more_power_than_any_real_clip():
+    gen = torch.Generator().manual_seed(2)
+    real = torch.nn.functional.avg_pool3d(torch.rand(4, 3, 4, 16, 16, generator=gen) * 2 - 1, (1, 3, 3), 1, (0, 1, 1))
+    assert spectrum_loss(real, real, "excess").item() == 0.0
+    smoother = torch.nn.functional.avg_pool3d(real, (1, 3, 3), 1, (0, 1, 1))  # less power than the data: free
+    assert spectrum_loss(smoother, real, "excess").item() == 0.0 < spectrum_loss(smoother, real, "batch").item()
+    # one clean clip and one with clutter on top: the gradient reaches the cluttered clip alone,
+    # where the batch form would move both
+    fake = torch.cat([real[:1], real[1:2] + 0.5 * torch.randn(1, 3, 4, 16, 16, generator=gen)]).requires_grad_()
+    loss = spectrum_loss(fake, real, "excess")
+    loss.backward()
+    assert loss.item() > 0.1 and fake.grad[0].abs().sum() == 0 and fake.grad[1].abs().sum() > 0
+    batch_grad = torch.autograd.grad(spectrum_loss(fake, real, "batch"), fake)[0]
+    assert batch_grad[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="spectrum form"):
+        spectrum_loss(fake, real, "mean")
 
 
 def test_spectral_term_is_added_to_the_generator_loss_and_matches_the_spectra(tiny_data):  # noqa: F811

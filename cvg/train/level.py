@@ -198,7 +198,7 @@ class Level:
                     if recon:
                         loss = loss + self.train_spec.recon * (out[n:] - real[c]).abs().mean()
                     if spectral:
-                        loss = loss + self.train_spec.spectrum * spectrum_loss(fake, real[c])
+                        loss = loss + self.train_spec.spectrum * spectrum_loss(fake, real[c], self.train_spec.spectrum_form)
                     if len(chunks) > 1:
                         loss = loss * (n / b)
                     loss.backward()

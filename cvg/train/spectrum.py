@@ -9,6 +9,12 @@ eq. 3) and penalises a spectrum unlike the data's, whatever the input, so G lear
 the excess as well as to add the missing detail. It compares batch statistics, not pairs, so
 it needs no ground truth for generated inputs. The spectrum is the PSD metric's
 (``cvg.metrics.psd.radial_power``), here over colour channels rather than grey.
+
+Two forms (``train.spectrum_form``): ``batch`` matches the batch's mean spectrum to the real
+batch's, so it moves every output the same way, taking detail out of the outputs that lack it
+as well as out of those that carry too much; ``excess`` looks at each generated clip alone and
+pays only the log power above the most any real clip of the batch has in that frequency bin, so
+it takes out a lower level's clutter where there is some and leaves the other outputs free.
 """
 
 from __future__ import annotations
@@ -25,7 +31,22 @@ def log_radial_power(video: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return (power.reshape(-1, power.shape[-1]).mean(0) + eps).log()
 
 
-def spectrum_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of the log radial power spectra of ``fake`` and ``real``
-    (B, C, T, H, W); gradients reach ``fake`` only."""
-    return (log_radial_power(fake) - log_radial_power(real.detach())).abs().mean()
+def per_clip_log_radial_power(video: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, bins): ``log_radial_power`` of each clip of ``video`` (B, C, T, H, W) on its own."""
+    power = radial_power(video.float())
+    return (power.reshape(power.shape[0], -1, power.shape[-1]).mean(1) + eps).log()
+
+
+SPECTRUM_FORMS = ("batch", "excess")
+
+
+def spectrum_loss(fake: torch.Tensor, real: torch.Tensor, form: str = "batch") -> torch.Tensor:
+    """(B, C, T, H, W) ``fake`` against ``real``; gradients reach ``fake`` only. ``batch``: mean
+    absolute difference of the two batches' log radial power spectra; ``excess``: mean over
+    clips and bins of each fake clip's log power above the real batch's per-bin maximum."""
+    if form == "batch":
+        return (log_radial_power(fake) - log_radial_power(real.detach())).abs().mean()
+    if form == "excess":
+        ceiling = per_clip_log_radial_power(real.detach()).amax(0, keepdim=True)
+        return torch.relu(per_clip_log_radial_power(fake) - ceiling).mean()
+    raise ValueError(f"spectrum form must be one of {', '.join(SPECTRUM_FORMS)}, got {form!r}")
