@@ -24,17 +24,14 @@ import torch
 from cvg.metrics.psd import radial_power
 
 
-def log_radial_power(video: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """log of the mean power per radial frequency bin of the frames of ``video`` (..., H, W),
-    averaged over every leading axis (batch, channels, time)."""
+def log_radial_power(video: torch.Tensor, eps: float = 1e-8, per_clip: bool = False) -> torch.Tensor:
+    """log of the mean power per radial frequency bin of the frames of ``video`` (B, ..., H, W),
+    averaged over every leading axis (batch, channels, time): shape (bins,); with ``per_clip``
+    over every axis but the batch: shape (B, bins)."""
     power = radial_power(video.float())
-    return (power.reshape(-1, power.shape[-1]).mean(0) + eps).log()
-
-
-def per_clip_log_radial_power(video: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(B, bins): ``log_radial_power`` of each clip of ``video`` (B, C, T, H, W) on its own."""
-    power = radial_power(video.float())
-    return (power.reshape(power.shape[0], -1, power.shape[-1]).mean(1) + eps).log()
+    rows = power.shape[0] if per_clip else 1
+    mean = power.reshape(rows, -1, power.shape[-1]).mean(1)
+    return (mean if per_clip else mean[0]).add(eps).log()
 
 
 SPECTRUM_FORMS = ("batch", "excess")
@@ -47,6 +44,6 @@ def spectrum_loss(fake: torch.Tensor, real: torch.Tensor, form: str = "batch") -
     if form == "batch":
         return (log_radial_power(fake) - log_radial_power(real.detach())).abs().mean()
     if form == "excess":
-        ceiling = per_clip_log_radial_power(real.detach()).amax(0, keepdim=True)
-        return torch.relu(per_clip_log_radial_power(fake) - ceiling).mean()
+        ceiling = log_radial_power(real.detach(), per_clip=True).amax(0, keepdim=True)
+        return torch.relu(log_radial_power(fake, per_clip=True) - ceiling).mean()
     raise ValueError(f"spectrum form must be one of {', '.join(SPECTRUM_FORMS)}, got {form!r}")
