@@ -15,6 +15,8 @@ batch's, so it moves every output the same way, taking detail out of the outputs
 as well as out of those that carry too much; ``excess`` looks at each generated clip alone and
 pays only the log power above the most any real clip of the batch has in that frequency bin, so
 it takes out a lower level's clutter where there is some and leaves the other outputs free.
+On level 1, which has no lower level, the excess form charges its own samples' clutter (the
+demo uses it there at weight 0.25: the batch form froze level 1's samples, docs/demo_tuning.md).
 """
 
 from __future__ import annotations
