@@ -9,9 +9,9 @@ from pathlib import Path
 
 
 def _config(path: str):
-    from cvg.config import load_config
+    from cvg.experiment import load_experiment
 
-    return load_config(path)
+    return load_experiment(path)
 
 
 def _device(choice: str | None) -> str:
@@ -67,7 +67,8 @@ def cmd_data_shard(args) -> int:
 def cmd_data_index(args) -> int:
     from cvg.data.shards import write_index
 
-    index = write_index(args.shards, args.shard_failures, args.classes, args.index, args.counts, args.failures)
+    cfg = _config(args.config) if args.config else None
+    index = write_index(args.shards, args.shard_failures, args.classes, args.index, args.counts, args.failures, cfg)
     print(f"{args.index}: {len(index)} clips from {len(args.shards)} shards")
     return 0
 
@@ -117,7 +118,8 @@ def cmd_sample(args) -> int:
         if not split:
             raise SystemExit(f"cvg sample: --variant {args.variant} reads held-out real clips, but metrics.heldout_split is null in {args.config}")
         level1 = real_level1(cfg, args.index, split, args.n or s["n_samples"])
-    out = write_samples(cfg, sampler, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1)
+    stamp = sampler.fingerprints.stamp(f"sample:{args.variant}")
+    out = write_samples(cfg, sampler, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1, stamp)
     with h5py.File(out, "r") as h5:
         print(f"{args.out}: {len(h5['level1'])} samples ({args.variant})")
     if args.grid:
@@ -130,20 +132,22 @@ def cmd_sample(args) -> int:
 
 
 def cmd_norms(args) -> int:
-    from cvg.sample import CascadeSampler, prepare_with_records
-    from cvg.train.loop import load_generator, save_atomic
+    from cvg.checkpoint import load_generator, save_atomic
+    from cvg.sample import CascadeSampler, cascade_fingerprints, prepare_with_records
 
     cfg = _config(args.config)
     if len(args.prev or []) != len(args.checkpoints) - 1:
         raise SystemExit(f"cvg norms: --prev needs the statistics of levels 1..{len(args.checkpoints) - 1} "
                          f"(one file per level below the last checkpoint), got {len(args.prev or [])}")
     device = _device(args.device)
-    sampler = CascadeSampler(cfg, [load_generator(cfg, p, device) for p in args.checkpoints], device)
+    fps = cascade_fingerprints(cfg, args.checkpoints[0])
+    sampler = CascadeSampler(cfg, [load_generator(cfg, p, device, fps) for p in args.checkpoints], device)
+    sampler.fingerprints = fps
     try:
         records = prepare_with_records(cfg, sampler, norms=args.prev)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"cvg norms: {exc}") from None
-    save_atomic(records[-1], Path(args.out))
+    save_atomic({**records[-1], "stamp": fps.stamp(f"norms{len(args.checkpoints)}").to_json()}, Path(args.out))
     mode, passes = records[-1]["settings"]["mode"], records[-1]["settings"]["passes"]
     print(f"{args.out}: level {len(args.checkpoints)}'s BN statistics ({mode}, {passes} passes)")
     return 0
@@ -242,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_shard)
 
     p = data.add_parser("index", help="merge shards into the clip index, class counts and failures report")
+    p.add_argument("--config", help="check that every shard is this config's data (its stage fingerprint)")
     p.add_argument("--shards", nargs="+", required=True)
     p.add_argument("--shard-failures", nargs="+", required=True)
     p.add_argument("--classes", required=True)
@@ -328,13 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cvg.atomic import WriteError
+    from cvg.checkpoint import CheckpointError
     from cvg.config import ConfigError
+    from cvg.data.shards import ShardError
     from cvg.data.sources import DatasetError
+    from cvg.fingerprint import StaleError
+    from cvg.train.loop import Interrupted
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, KeyError) as exc:
+    except Interrupted as exc:
+        print(f"cvg: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError) as exc:
         print(f"cvg: error: {exc}", file=sys.stderr)
         return 2
 

@@ -83,6 +83,17 @@ def validate_config(raw: dict, source: str = "config") -> dict:
 
 def _check_metrics(config: dict, source: str) -> None:
     m = config["metrics"]
+    top = config["levels"][-1]["frames"]
+    level1 = config["sample"]["level1_frames"]
+    sampled = top if level1 is None else top // config["levels"][0]["frames"] * level1
+    where = f"levels.{len(config['levels']) - 1}.frames" if level1 is None else "sample.level1_frames x the temporal factors"
+    for key, lengths in (("metrics.frames", as_lengths(m["frames"])), ("metrics.per_class.frames", [m["per_class"]["frames"] or 0])):
+        if max(lengths) > sampled:
+            raise ConfigError(f"{source}: {key} asks for {max(lengths)} frames, but the samples have {sampled} ({where})")
+    splits = config["data"]["splits"]
+    for key in ("real_split", "heldout_split"):
+        if m[key] is not None and m[key] not in splits:
+            raise ConfigError(f"{source}: metrics.{key}={m[key]!r} is not one of data.splits {splits}")
     short = sorted(f for f in as_lengths(m["frames"]) if f < MIN_FRAMES)
     if short and m["short_clips"] != "repeat":
         raise ConfigError(

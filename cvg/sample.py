@@ -18,7 +18,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import h5py
+from tqdm import tqdm
+
+from cvg.atomic import atomic_path, ensure_free
+from cvg.checkpoint import check_stamp, checkpoint_stamp_of, load_checkpoint, load_generator
 from cvg.config import Config
+from cvg.fingerprint import Fingerprints, Stamp, from_stamp
+from cvg.models.presets import build_generator, get_preset
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
 from cvg.models.generators import UpsamplingGenerator
 from cvg.pyramid import naive_upsample, to_unit_range
@@ -72,6 +79,7 @@ def is_inert_refiner(g: nn.Module) -> bool:
 class CascadeSampler:
     def __init__(self, config: Config, generators: list[nn.Module], device="cpu"):
         self.config, self.device = config, torch.device(device)
+        self.fingerprints: Fingerprints | None = None  # set by build_sampler: stamps of what it writes and reads
         self.generators = [g.to(device).eval().requires_grad_(False) for g in generators]  # frozen: never trained here
         self.n_classes = n_classes_of(generators[0])
 
@@ -207,17 +215,20 @@ def norm_settings(config: Config, variant: str = "cascade") -> tuple:
     return ("recompute" if passes else "stationary", passes, s["level1_frames"] or config.level(1).frames, s["batch_size"], s["seed"])
 
 
-def read_norm_records(paths) -> list[dict]:
-    from cvg.train.loop import load_checkpoint
-
-    return [load_checkpoint(p) for p in paths or ()]
+def read_norm_records(paths, fps: Fingerprints | None = None) -> list[dict]:
+    """``cvg norms`` files of levels 1..k, in order; with ``fps`` each must be that config's ``norms{l}``."""
+    records = [load_checkpoint(p) for p in paths or ()]
+    if fps is not None:
+        for i, (path, record) in enumerate(zip(paths or (), records), start=1):
+            check_stamp(fps, record, f"norms{i}", path)
+    return records
 
 
 def prepare_with_records(config: Config, sampler: CascadeSampler, variant: str = "cascade", norms=()) -> list[dict]:
     """``sampler.prepare_norms`` as ``sample`` asks, its first levels from ``cvg norms`` files;
     a stale or mismatched file is named in the error."""
     try:
-        return sampler.prepare_norms(*norm_settings(config, variant), given=read_norm_records(norms))
+        return sampler.prepare_norms(*norm_settings(config, variant), given=read_norm_records(norms, sampler.fingerprints))
     except ValueError as exc:
         if not norms:
             raise
@@ -230,20 +241,27 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     ``cascade_to_level{k}`` = trained levels 1..k only (``write_samples`` upsamples the levels a
     sampler lacks naively, so these rows show what each upsampling level adds).
     ``*_on_real`` are the same samplers, to be fed real level-1 clips (``write_samples(level1=...)``)."""
-    from cvg.models.presets import build_generator, get_preset
-    from cvg.train.loop import load_generator
-
     trained = trained_levels(variant, len(config.levels))
     if len(checkpoints) < trained:
         raise ValueError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
+    fps = cascade_fingerprints(config, checkpoints[0])
     if variant != "untrained":  # (no untrained_on_real variant)
-        return CascadeSampler(config, [load_generator(config, path, device) for path in checkpoints[:trained]], device)
-    first = load_generator(config, checkpoints[0], device)
+        sampler = CascadeSampler(config, [load_generator(config, path, device, fps) for path in checkpoints[:trained]], device)
+        sampler.fingerprints = fps
+        return sampler
+    first = load_generator(config, checkpoints[0], device, fps)
     n_classes = n_classes_of(first)
     preset = get_preset(config.model.preset, config.model.width)
     torch.manual_seed(12345)
     fresh = [build_generator(preset, config.levels, lv.index, n_classes, refine=config.model.refine) for lv in config.levels[1:]]
-    return CascadeSampler(config, [first, *fresh], device)
+    sampler = CascadeSampler(config, [first, *fresh], device)
+    sampler.fingerprints = fps
+    return sampler
+
+
+def cascade_fingerprints(config: Config, level1_checkpoint: str | Path) -> Fingerprints:
+    """The config's fingerprints on the data level 1 was trained on (its stamp's listing)."""
+    return from_stamp(config, checkpoint_stamp_of(level1_checkpoint))
 
 
 def prepared_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu", norms=()) -> CascadeSampler:
@@ -263,21 +281,14 @@ def to_uint8_frames(video: torch.Tensor):
 
 def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n: int, batch: int,
                   sigma: float, chunk: int | None, level1_frames: int | None, seed: int,
-                  level1: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+                  level1: tuple[np.ndarray, np.ndarray] | None = None, stamp: Stamp | None = None) -> Path:
     """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically; the levels the
     sampler has no generator for are the naive (bilinear) upsampling of the one below. With
     ``level1`` = (uint8 clips (N, T, H, W, 3), labels), level 1 is those clips, not generated."""
-    import os
-
-    import h5py
-    from tqdm import tqdm
-
     if level1 is not None:
         n = len(level1[0])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         written = 0
         with tqdm(total=n, desc=f"sample {out.stem}", unit="video") as bar:
             while written < n:
@@ -290,6 +301,7 @@ def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n:
                     videos = sampler.upsample(clips, labels if sampler.n_classes else None, sigma, chunk, seed=seed + written)
                 for lv in config.levels[len(sampler.generators):]:
                     videos.append(naive_upsample(videos[-1], lv.temporal_factor, lv.spatial_factor))
+                ensure_free(tmp, sum(v[:1].numel() for v in videos) * k + (1 << 20))  # HDF5 crashes on a refused write
                 for i, v in enumerate(videos):
                     arr = to_uint8_frames(v)
                     name = f"level{i + 1}"
@@ -302,7 +314,8 @@ def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n:
                 written += k
                 bar.update(k)
         h5.attrs.update({"sigma": sigma, "seed": seed, "trained_levels": len(sampler.generators), "levels": len(config.levels)})
-    os.replace(tmp, out)
+        if stamp is not None:
+            h5.attrs["stamp"] = stamp.to_json()
     return out
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,6 +46,61 @@ def ffmpeg_executable() -> str:
 def _last_error_line(stderr: bytes) -> str:
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     return lines[-1] if lines else "ffmpeg failed without a message"
+
+
+_LEVEL = re.compile(r"\[(error|fatal|panic)\]\s*(.*)")
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class DecodeLog:
+    """What ffmpeg said while decoding (run with ``-loglevel level+info``): the container's
+    duration, whether the input has a video stream, and its error-level messages."""
+
+    duration: float | None
+    has_video: bool | None  # None: ffmpeg did not get as far as describing the input
+    errors: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, stderr: bytes) -> "DecodeLog":
+        lines = stderr.decode("utf-8", "replace").splitlines()
+        head, seen_input, duration = [], False, None
+        for line in lines:
+            if "Input #0" in line:
+                seen_input = True
+            if "Output #0" in line or "Stream mapping:" in line:
+                break
+            head.append(line)
+            if duration is None and (m := _DURATION.search(line)):
+                duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+        has_video = any("Stream #" in ln and "Video:" in ln for ln in head) if seen_input else None
+        errors = tuple(m.group(2).strip() for ln in lines if (m := _LEVEL.search(ln)) and m.group(2).strip())
+        return cls(duration, has_video, errors)
+
+    def failure(self, returncode: int) -> str | None:
+        """The reason to reject the video, or None."""
+        if self.has_video is False:
+            return "no video stream"
+        if returncode != 0:
+            if not self.errors:
+                return f"ffmpeg: exit status {returncode}"
+            return f"ffmpeg: {self.errors[0]}" + (f" ({self.errors[-1]})" if len(self.errors) > 1 else "")
+        if self.errors:
+            more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            return f"decode errors: {self.errors[0]}{more}"
+        return None
+
+    def expected_frames(self, fps: float, max_frames: int | None) -> int | None:
+        if self.duration is None:
+            return None
+        n = math.floor(self.duration * fps + 1e-6)
+        return min(n, max_frames) if max_frames is not None else n
+
+
+def missing_frames(decoded: int, expected: int | None) -> bool:
+    """Fewer frames than the container's duration gives, beyond the fps filter's rounding at the
+    ends and a stream a little shorter than the container (2 frames or 5 %)."""
+    return expected is not None and decoded < expected - max(2, math.ceil(0.05 * expected))
 
 
 _PIPE_BYTES = 1 << 20
@@ -84,7 +142,9 @@ def decode_video(
     With ``out``, ffmpeg writes the raw frames to that file (RAM-backed scratch, say) and the
     result is a read-only memory map of it: no pipe, no copy in Python. The caller owns the
     file, also when decoding fails.
-    Raises DecodeError with ffmpeg's last message for unreadable or non-video files.
+    Raises DecodeError with the reason for unreadable files, files without a video stream,
+    decode errors (ffmpeg may report them and still exit 0, with garbled frames) and fewer
+    frames than the container's duration gives (a truncated file).
     """
     path = Path(path)
     if not path.is_file():
@@ -101,7 +161,7 @@ def decode_video(
     if max_frames is not None:
         out_kwargs["frames:v"] = max_frames
     target = "pipe:" if out is None else str(out)
-    args = stream.output(target, **out_kwargs).global_args("-nostdin", "-loglevel", "error", "-y").compile(cmd=ffmpeg_executable())
+    args = stream.output(target, **out_kwargs).global_args("-nostdin", "-nostats", "-loglevel", "level+info", "-y").compile(cmd=ffmpeg_executable())
     if out is None:
         data, stderr, returncode = _run_to_memory(args)
         size = len(data)
@@ -109,14 +169,19 @@ def decode_video(
         result = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         stderr, returncode = result.stderr, result.returncode
         size = Path(out).stat().st_size if Path(out).is_file() else 0
-    if returncode != 0:
-        if out is not None and b"No space left on device" in stderr:  # the scratch is full, not the video bad
-            raise OSError(errno.ENOSPC, f"no space left for decoded frames in {Path(out).parent} (set $CVG_SCRATCH to a larger folder)", str(out))
-        raise DecodeError(f"ffmpeg: {_last_error_line(stderr)}")
+    if returncode != 0 and out is not None and b"No space left on device" in stderr:  # the scratch is full, not the video bad
+        raise OSError(errno.ENOSPC, f"no space left for decoded frames in {Path(out).parent} (set $CVG_SCRATCH to a larger folder)", str(out))
+    log = DecodeLog.parse(stderr)
+    reason = log.failure(returncode)
+    if reason:
+        raise DecodeError(reason)
     frame_bytes = resolution * resolution * 3
     n = size // frame_bytes
     if n == 0:
         raise DecodeError("no video frames decoded")
+    expected = log.expected_frames(fps, max_frames)
+    if missing_frames(n, expected):
+        raise DecodeError(f"truncated: {n} frames decoded, the container's duration ({log.duration:g} s at {fps:g} fps) gives {expected}")
     shape = (n, resolution, resolution, 3)
     if out is None:
         return np.frombuffer(data, np.uint8, count=n * frame_bytes).reshape(shape)

@@ -231,13 +231,14 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     import cvg.metrics.i3d
     from cvg.config import build_config
     from cvg.metrics.run import evaluate
-    from tests.conftest import tiny_raw_config
+    from tests.conftest import stamp_as, tiny_raw_config
 
     raw = tiny_raw_config(tmp_path / "videos")
     raw["levels"][1]["frames"] = 16
     raw["levels"][0]["frames"] = 8
     raw["levels"][1]["window"] = 4
     raw["metrics"] = {"frames": [9, 12], "n_real": 12, "batch_size": 5, "is_splits": 2, "real_split": "train", "heldout_split": "test"}
+    raw["data"]["splits"] = ["train", "test"]
     config = build_config(raw)
     rng = np.random.default_rng(0)
     clips = rng.integers(0, 256, (24, 16, 8, 8, 3), dtype=np.uint8)
@@ -245,9 +246,11 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
         h5["level2"] = clips
     pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(24), "split": ["train"] * 12 + ["test"] * 12,
                   "label": -1}).to_csv(tmp_path / "index.csv", index=False)
+    stamp_as(config, tmp_path / "index.csv", "data")
     for name, data in (("same", clips[:12]), ("short", clips[:12, :10])):
         with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
             h5["level2"] = data
+        stamp_as(config, tmp_path / f"{name}.h5", "sample:cascade")
     model = CountingI3D(frames=16)
     monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu": model)
 
@@ -269,6 +272,7 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     noisy = np.clip(clips[:12].astype(int) + rng.integers(-60, 61, clips[:12].shape), 0, 255).astype(np.uint8)
     with h5py.File(tmp_path / "noisy.h5", "w") as h5:
         h5["level2"] = noisy
+    stamp_as(config, tmp_path / "noisy.h5", "sample:bilinear")
     evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5"), "bilinear_level1": str(tmp_path / "noisy.h5")},
              tmp_path / "m.csv", tmp_path / "cache", paired_csv=tmp_path / "paired.csv", n_boot=20, markdown=tmp_path / "m.md")
     paired = pd.read_csv(tmp_path / "paired.csv")
@@ -320,7 +324,7 @@ def test_evaluate_stretches_clips_shorter_than_i3d_takes_where_configured(tmp_pa
     import cvg.metrics.i3d
     from cvg.config import ConfigError, build_config
     from cvg.metrics.run import evaluate
-    from tests.conftest import tiny_raw_config
+    from tests.conftest import stamp_as, tiny_raw_config
 
     raw = tiny_raw_config(tmp_path / "videos")
     raw["levels"][1]["frames"], raw["levels"][0]["frames"], raw["levels"][1]["window"] = 16, 8, 4
@@ -334,7 +338,9 @@ def test_evaluate_stretches_clips_shorter_than_i3d_takes_where_configured(tmp_pa
     for name, data in (("shard", clips), ("same", clips), ("other", clips[::-1, ::-1].copy())):
         with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
             h5["level2"] = data
+        stamp_as(config, tmp_path / f"{name}.h5", "sample:cascade")
     pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(8), "split": "train", "label": -1}).to_csv(tmp_path / "index.csv", index=False)
+    stamp_as(config, tmp_path / "index.csv", "data")
 
     class ShapeRecordingI3D(CountingI3D):
         def forward(self, x):
@@ -393,7 +399,8 @@ def test_real_clips_are_drawn_across_the_whole_split(tmp_path):
     from tests.conftest import tiny_raw_config
 
     raw = tiny_raw_config(tmp_path / "videos")
-    raw["metrics"] = {"n_real": 30, "heldout_split": "test"}
+    raw["metrics"] = {"n_real": 30, "heldout_split": "test", "frames": 8, "short_clips": "repeat"}
+    raw["data"]["splits"] = ["train", "test"]
     config = build_config(raw)
     classes, per_class = 6, 40
     labels = np.repeat(np.arange(classes), per_class)
@@ -431,7 +438,7 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     from cvg.metrics.extract import i3d_outputs
     from cvg.metrics.per_class import per_class_scores
     from cvg.sample import CascadeSampler
-    from tests.conftest import tiny_raw_config
+    from tests.conftest import stamp_as, tiny_raw_config
     from tests.test_sample import tiny_cascade
 
     _, gens = tiny_cascade(tmp_path)
@@ -440,6 +447,7 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     raw["sample"] = {"level1_frames": 8, "batch_size": 3}  # unrolled: 16 frames at the top
     raw["metrics"] = {"frames": 12, "batch_size": 4, "is_splits": 2, "heldout_split": "test",
                       "per_class": {"n_samples": 5, "groups": {"moving": ["b", "c"], "still": ["a"]}}}
+    raw["data"]["splits"] = ["train", "test"]
     config = build_config(raw)
     sampler = CascadeSampler(config, gens)
     sampler.prepare_norms("recompute", 2, 8, 3)
@@ -459,6 +467,7 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     index = pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(len(names)), "split": split,
                           "label": [label_of[n] for n in names], "label_name": names})
     index.to_csv(tmp_path / "index.csv", index=False)
+    stamp_as(config, tmp_path / "index.csv", "data")
     model = CountingI3D(frames=16)
     monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu": model)
 

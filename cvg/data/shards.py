@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cvg.atomic import atomic_path, ensure_free, write_csv
 from cvg.config import Config
 from cvg.data.sources import list_videos
+from cvg.fingerprint import Stamp, fingerprints, from_stamp, read_stamp, read_stamp_file, write_stamp_file
 from cvg.pyramid import build_pyramid
 from cvg.video_io import DecodeError, decode_video
 
@@ -33,15 +35,43 @@ FAILURE_COLUMNS = ["path", "split", "video_id", "reason"]
 PYRAMID_OPERATOR = "x^l = f_s(f_t(x^{l+1})); f_t keeps every k-th frame; f_s bilinear antialiased (torch)"
 
 
-def atomic_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+atomic_csv = write_csv  # the name the stages use
+
+
+class ShardError(RuntimeError):
+    """A shard that cannot be opened or fails its checksums; the message names it and how to rebuild it."""
+
+
+def rebuild_hint(path: str | os.PathLike) -> str:
+    return f"rebuild it: snakemake -c2 --forcerun shard -- {path} (or delete it and rerun the pipeline)"
+
+
+def open_shard(path: str | os.PathLike) -> h5py.File:
+    """A shard opened for reading; a truncated or corrupt file raises ``ShardError`` naming it."""
+    try:
+        return h5py.File(path, "r")
+    except (OSError, KeyError) as exc:
+        raise ShardError(f"shard {path} cannot be opened ({exc}); {rebuild_hint(path)}") from None
+
+
+def read_clip(h5: h5py.File, dataset: str, row: int, frames=slice(None)) -> np.ndarray:
+    """One clip's frames; a checksum failure (fletcher32) or a read error names the shard."""
+    try:
+        return h5[dataset][row, frames]
+    except (OSError, KeyError) as exc:
+        reason = "its checksum (fletcher32) does not match: the file is corrupt" if "filter returned failure" in str(exc) else str(exc)
+        raise ShardError(f"shard {h5.filename}: {dataset} row {row} cannot be read ({reason}); {rebuild_hint(h5.filename)}") from None
+
+
+def stage_check(config: Config, stamp: Stamp | None, what: str):
+    """The config's fingerprints on the listing ``what`` recorded, after checking it is the config's data."""
+    fps = from_stamp(config, stamp)
+    fps.check(stamp, "data", what)
+    return fps
 
 
 def write_manifest(config: Config, manifest_path: str | os.PathLike, classes_path: str | os.PathLike) -> pd.DataFrame:
+    stamp = fingerprints(config).stamp("data")  # the listing before the videos are read: a later change shows
     entries = list_videos(config)
     frame = pd.DataFrame([asdict(e) for e in entries])
     names = sorted({n for n in frame["label_name"] if n}) if config.dataset.conditional else []
@@ -52,6 +82,7 @@ def write_manifest(config: Config, manifest_path: str | os.PathLike, classes_pat
     frame["shard"] = frame.groupby("split").cumcount() // per_shard
     atomic_csv(frame, manifest_path)
     atomic_csv(pd.DataFrame({"label": range(len(names)), "name": names}), classes_path)
+    write_stamp_file(manifest_path, stamp)
     return frame
 
 
@@ -140,6 +171,7 @@ def _create_datasets(h5: h5py.File, config: Config) -> None:
             chunks=(1, *shape),
             dtype=np.uint8,
             compression=config.data.compression,
+            fletcher32=True,  # a checksum per clip, verified on every read
         )
     h5.create_dataset("label", shape=(0,), maxshape=(None,), dtype=np.int64)
     h5.create_dataset("start_frame", shape=(0,), maxshape=(None,), dtype=np.int64)
@@ -168,13 +200,13 @@ def write_shard(
     workers: int | None = None,
 ) -> tuple[int, int]:
     """Write one shard; returns (clips written, videos failed)."""
+    stamp = stage_check(config, read_stamp_file(manifest_path), f"manifest {manifest_path}").stamp("data")
+    sweep_scratch()
     manifest = pd.read_csv(manifest_path, keep_default_na=False)
     rows = manifest[(manifest["split"] == split) & (manifest["shard"] == shard)]
     if rows.empty:
         raise ValueError(f"{manifest_path}: no videos for split={split!r} shard={shard}")
     out_path, failures_path = Path(out_path), Path(failures_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
     base = {
         "fps": config.decode_fps,
         "resolution": config.top.resolution,
@@ -191,21 +223,47 @@ def write_shard(
     workers = workers or config.data.workers
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
     try:
-        n_clips = _write_clips(config, manifest, jobs, tmp, split, shard, workers, ctx, failures)
+        with atomic_path(out_path) as tmp:
+            n_clips = _write_clips(config, manifest, jobs, tmp, split, shard, workers, ctx, failures, stamp)
     finally:  # scratch arrays of results never consumed (an error, an interrupt)
         for leftover in Path(_scratch_dir() or tempfile.gettempdir()).glob(f"{base['scratch_prefix']}*"):
             leftover.unlink(missing_ok=True)
-    os.replace(tmp, out_path)
     atomic_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
     return n_clips, len(failures)
 
 
-def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: Path, split: str, shard: int, workers: int, ctx, failures: list) -> int:
+def sweep_scratch() -> int:
+    """Remove scratch files of shard jobs that were killed (their process no longer runs); returns
+    how many. Each job's files carry its pid (``cvg-PID-...``), and a live job's are left alone."""
+    removed = 0
+    for leftover in Path(_scratch_dir() or tempfile.gettempdir()).glob("cvg-*-*.rgb"):
+        try:
+            pid = int(leftover.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: Path, split: str, shard: int, workers: int, ctx, failures: list,
+                 stamp: Stamp) -> int:
     n_clips = 0
     with h5py.File(tmp, "w") as h5, ctx.Pool(workers, initializer=_init_worker) as pool:
         _create_datasets(h5, config)
         h5.attrs.update(pyramid_attributes(config))
-        h5.attrs.update({"split": split, "shard": shard})
+        h5.attrs.update({"split": split, "shard": shard, "stamp": stamp.to_json()})
         results = pool.imap(decode_to_scratch, jobs, chunksize=1)
         frames = {lv.index: h5[f"level{lv.index}"] for lv in config.levels}
         per_clip: dict[str, list] = {"label": [], "start_frame": [], "clip_id": [], "source": []}  # written once, at the end
@@ -214,6 +272,8 @@ def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: 
             if paths is None:
                 failures.append({"path": entry.path, "split": split, "video_id": entry.video_id, "reason": reason})
                 continue
+            # HDF5 crashes on a write the disk refuses: make sure it will not be refused
+            ensure_free(tmp, k * config.bytes_per_clip() + (1 << 20))
             for lv, path in zip(config.levels, paths):  # the top level's file may hold a partial clip more
                 frames[lv.index].resize(n_clips + k, axis=0)
                 shape = (k, lv.frames, lv.resolution, lv.resolution, 3)
@@ -255,13 +315,22 @@ def write_index(
     index_path: str | os.PathLike,
     counts_path: str | os.PathLike,
     failures_path: str | os.PathLike,
+    config: Config | None = None,
 ) -> pd.DataFrame:
-    """Per-clip index (shard, row, split, label, ...), counts per split and class, failures."""
+    """Per-clip index (shard, row, split, label, ...), counts per split and class, failures. With
+    ``config``, every shard's stamp must be its data stage's; the index records the stamp."""
     classes = pd.read_csv(classes_path, keep_default_na=False)
     name_of = dict(zip(classes["label"], classes["name"]))
     frames = []
+    stamp = None
     for path in shard_paths:
-        with h5py.File(path, "r") as h5:
+        with open_shard(path) as h5:
+            shard_stamp = read_stamp(h5.attrs)
+            if config is not None:
+                stage_check(config, shard_stamp, f"shard {path}")
+            if stamp is not None and shard_stamp is not None and shard_stamp.fingerprint != stamp.fingerprint:
+                raise ShardError(f"shard {path} was made under other data settings than {shard_paths[0]}; {rebuild_hint(path)}")
+            stamp = stamp or shard_stamp
             n = int(h5.attrs["clips"])
             frames.append(
                 pd.DataFrame(
@@ -284,4 +353,12 @@ def write_index(
     failures = [pd.read_csv(p, keep_default_na=False) for p in failure_paths]
     failures = [f for f in failures if not f.empty]
     atomic_csv(pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(columns=FAILURE_COLUMNS), failures_path)
+    if stamp is not None:
+        write_stamp_file(index_path, stamp)
     return read_index(index_path)
+
+
+def index_fingerprints(config: Config, index_path: str | os.PathLike):
+    """The config's fingerprints on the data ``index_path`` was made from, after checking that
+    the index is the config's data stage (``StaleError`` naming the settings that differ)."""
+    return stage_check(config, read_stamp_file(index_path), f"index {index_path}")

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cvg.config import Config
-from cvg.data.shards import read_index
+from cvg.data.shards import open_shard, read_clip, read_index
 from cvg.pyramid import to_unit_range, window_bounds
 
 
@@ -54,7 +54,7 @@ class PyramidWindows(Dataset):
         if self._pid != os.getpid():  # new worker process: never reuse a parent's handles
             self._files, self._pid = {}, os.getpid()
         if path not in self._files:
-            self._files[path] = h5py.File(path, "r")
+            self._files[path] = open_shard(path)
         return self._files[path]
 
     def window_start(self, item: int) -> int:
@@ -68,10 +68,10 @@ class PyramidWindows(Dataset):
         row = int(self.rows[item])
         label = torch.tensor(int(self.labels[item]))
         if self.prev is None:
-            video = torch.from_numpy(h5[f"level{self.spec.index}"][row])
+            video = torch.from_numpy(read_clip(h5, f"level{self.spec.index}", row))
             return {"video": to_unit_range(video), "label": label}
         start = self.window_start(item)
         cond_slice, out_slice = window_bounds(start, self.spec.window, self.spec.temporal_factor)
-        cond = torch.from_numpy(h5[f"level{self.prev.index}"][row, cond_slice])
-        video = torch.from_numpy(h5[f"level{self.spec.index}"][row, out_slice])
+        cond = torch.from_numpy(read_clip(h5, f"level{self.prev.index}", row, cond_slice))
+        video = torch.from_numpy(read_clip(h5, f"level{self.spec.index}", row, out_slice))
         return {"video": to_unit_range(video), "cond": to_unit_range(cond), "label": label, "start": torch.tensor(start)}

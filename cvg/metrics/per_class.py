@@ -11,15 +11,16 @@ written); the real statistics of each class are cached like the main table's.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import torch
 
 from cvg.config import Config
-from cvg.data.shards import atomic_csv, read_index
+from cvg.atomic import write_text
+from cvg.data.shards import atomic_csv, index_fingerprints, read_index
+from cvg.fingerprint import write_stamp_file
 from cvg.metrics.frechet import frechet_from_samples, inception_score
-from cvg.metrics.run import choose_clips, eval_lengths, i3d_of, real_batches, real_cache
+from cvg.metrics.run import cache_key, choose_clips, eval_lengths, i3d_of, real_batches, real_cache
 
 COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD",
            "n_heldout", "floor_FID", "floor_FVD", "protocol"]
@@ -88,6 +89,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     if n < m["is_splits"]:
         raise ValueError(f"metrics.per_class.n_samples ({n}) must be at least metrics.is_splits ({m['is_splits']})")
     index = read_index(index_path)
+    fps = index_fingerprints(config, index_path)
     classes = class_groups(index, pc["groups"], index_path)
     level1_frames = s["level1_frames"] or config.level(1).frames
     model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
@@ -101,7 +103,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
             return None
         cache = real_cache(cache_dir, split, len(rows_c), m["seed"], frames, label) if cache_dir else None
         return i3d_of(model, real_batches(config, index_path, split, len(rows_c), frames, m["batch_size"], rows=rows_c),
-                      f"I3D real {split} {name}", cache)
+                      f"I3D real {split} {name}", cache, cache_key(config, fps, split, len(rows_c), frames, label))
 
     rows = []
     for group, name, label in classes:
@@ -122,8 +124,9 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
                      "FVD": frechet_from_samples(gen_l, ref_l), **floor, "protocol": protocol})
     table = pd.DataFrame(rows, columns=COLUMNS)
     if markdown is not None:
-        Path(markdown).write_text(per_class_markdown(table))
+        write_text(markdown, per_class_markdown(table))
     atomic_csv(table, out_csv)
+    write_stamp_file(out_csv, fps.stamp("per_class"))
     return table
 
 

@@ -5,6 +5,7 @@ model, level, frames, resolution, metric, value, n_samples, protocol."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from pathlib import Path
@@ -13,8 +14,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from cvg.atomic import atomic_path, write_text
 from cvg.config import Config
-from cvg.data.shards import atomic_csv, read_index
+from cvg.data.shards import atomic_csv, index_fingerprints, open_shard, read_clip, read_index
+from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
 from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
@@ -55,6 +58,10 @@ def clip_name(frames: int) -> str:
     """A clip length as protocols and cache names state it; clips shorter than I3D's minimum
     are scored stretched to 16 frames (``metrics.short_clips: repeat``), and say so."""
     return f"{frames}f" if frames >= MIN_FRAMES else f"{frames}f-repeated-to-{SHORT_CLIP_FRAMES}f"
+
+
+# bumped whenever the clip preprocessing or the network changes, so cached real statistics are recomputed
+PROTOCOL_VERSION = "i3d-k400(tfhub) bilinear224 v1"
 
 
 def protocol_name(config: Config, frames: int) -> str:
@@ -113,8 +120,8 @@ def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: i
     def read(a, b):
         clips = []
         for shard, row in zip(rows["shard"].iloc[a:b], rows["row"].iloc[a:b]):
-            files.setdefault(shard, h5py.File(shard, "r"))
-            clips.append(files[shard][dataset][int(row), :frames])
+            files.setdefault(shard, open_shard(shard))
+            clips.append(read_clip(files[shard], dataset, int(row), slice(0, frames)))
         return np.stack(clips)
 
     return _batches(read, len(rows), batch), len(rows)
@@ -128,20 +135,39 @@ def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: in
     return next(batches), rows["label"].to_numpy(np.int64)
 
 
-def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cache_key(config: Config, fps: Fingerprints, split: str, n: int, frames: int, label: int | None = None) -> str:
+    """What a cached set of real-clip I3D outputs depends on: the data (its stage fingerprint),
+    which clips (split, class, count, seed of the draw), their length and the protocol."""
+    return json.dumps({"data": fps.fingerprint("data"), "split": split, "label": label, "n": n, "seed": config.raw["metrics"]["seed"],
+                       "frames": frames, "protocol": PROTOCOL_VERSION}, sort_keys=True)
+
+
+def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None, key: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """I3D (logits, features) of a clip set; with ``cache``, read from it when it was computed
+    for the same ``key`` (``cache_key``), else computed and cached."""
     from cvg.metrics.extract import i3d_outputs
 
     if cache is not None and cache.exists():
-        data = np.load(cache)
-        return data["logits"], data["features"]
+        with np.load(cache) as data:
+            stored = str(data["key"]) if "key" in data.files else ""
+            if stored == key:
+                return data["logits"], data["features"]
+        print(f"{cache}: computed for other data or settings ({stored or 'unrecorded'}); recomputing", flush=True)
     batches, n = batches_and_n
     logits, features = i3d_outputs(model, batches, total=n, desc=desc, stretch_short=True)  # config checks allowed short clips
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.stem}.tmp.npz")
-        np.savez(tmp, logits=logits, features=features)
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, logits=logits, features=features, key=np.array(key))
     return logits, features
+
+
+def check_samples(fps: Fingerprints, path: str | os.PathLike) -> None:
+    """``StaleError`` unless the samples file was made by one of this config's sample stages."""
+    with h5py.File(path, "r") as h5:
+        stamp = read_stamp(h5.attrs)
+    stage = stamp.stage if stamp is not None and stamp.stage.startswith("sample:") else "sample:cascade"
+    fps.check(stamp, stage, f"samples {path}")
 
 
 def score_rows(model: str, level, frames: int, resolution: int, logits, features, ref_logits, ref_features, splits: int, protocol: str) -> list[dict]:
@@ -213,18 +239,21 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     m = config.raw["metrics"]
     batch, top = m["batch_size"], config.top
     lengths = eval_lengths(config)
-    for path in samples.values():  # too-short samples fail here, before any I3D work
+    fps = index_fingerprints(config, index_path)
+    for path in samples.values():  # stale or too-short samples fail here, before any I3D work
+        check_samples(fps, path)
         sample_batches(path, len(config.levels), max(lengths), batch)
     model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     rows, paired = [], []
     for frames in lengths:
         proto = protocol_name(config, frames)
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
-                              f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames))
+                              f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames),
+                              cache_key(config, fps, m["real_split"], m["n_real"], frames))
         if m.get("heldout_split"):
             split = m["heldout_split"]
             held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
-                          real_cache(cache_dir, split, m["n_real"], m["seed"], frames))
+                          real_cache(cache_dir, split, m["n_real"], m["seed"], frames), cache_key(config, fps, split, m["n_real"], frames))
             rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
         outputs = {}
         for name, path in samples.items():
@@ -237,6 +266,7 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     if paired is not None:  # written first: metrics.csv is the rule's completion marker
         atomic_csv(paired, paired_csv)
     if markdown is not None:
-        Path(markdown).write_text(metrics_markdown(table, paired))
+        write_text(markdown, metrics_markdown(table, paired))
     atomic_csv(table, out_csv)
+    write_stamp_file(out_csv, fps.stamp("metrics"))
     return table

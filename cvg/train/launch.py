@@ -20,13 +20,14 @@ from pathlib import Path
 
 import submitit
 
-from cvg.config import Config, load_config
+from cvg.config import Config
+from cvg.experiment import check_batch, load_experiment
 
 
 def _train(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], device: str | None, stop_requested=None) -> str | None:
     from cvg.train.loop import train_level
 
-    result = train_level(load_config(config_path), level, data_index, out, work, prev, device=device, stop_requested=stop_requested)
+    result = train_level(load_experiment(config_path), level, data_index, out, work, prev, device=device, stop_requested=stop_requested)
     return str(result) if result else None
 
 
@@ -75,28 +76,66 @@ def slurm_executor(config: Config, level: int, folder: Path) -> submitit.AutoExe
     return executor
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_forwarding_signals(cmd: list[str]) -> int:
+    """Run ``cmd`` (torchrun), passing SIGTERM / SIGINT on to it: its workers then save the step
+    they are in and exit with a failure status, which is returned."""
+    proc = subprocess.Popen(cmd)
+    previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in STOP_SIGNALS}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class forward_stop_to_job:
+    """While waiting for a SLURM job: SIGTERM / SIGINT here send SIGTERM to the job's processes
+    (``scancel --signal=TERM``), which save their step and fail; the wait then ends with that failure."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+
+    def __enter__(self):
+        self._previous = {sig: signal.signal(sig, self._forward) for sig in STOP_SIGNALS}
+        return self
+
+    def _forward(self, signum, frame):
+        print(f"received {signal.Signals(signum).name}: asking SLURM job {self.job_id} to save its step and stop", flush=True)
+        subprocess.run(["scancel", "--signal=TERM", "--full", str(self.job_id)], check=False)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def launch(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], launcher: str | None = None, device: str | None = None) -> int:
-    config = load_config(config_path)
+    config = load_experiment(config_path)
     launcher = launcher or config.train(level).launcher
     Path(work).mkdir(parents=True, exist_ok=True)
     if launcher == "local":
-        _train(config_path, level, data_index, out, work, prev, device)
+        _train(config_path, level, data_index, out, work, prev, device)  # Interrupted: the CLI's exit status
         return 0
     if launcher == "torchrun":
         import torch
 
         procs = torch.cuda.device_count() if (torch.cuda.is_available() and device != "cpu") else config.train(level).procs
+        check_batch(config, level, procs, config_path)  # before any process starts
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", "-m", "cvg.cli",
                "train", "--config", config_path, "--level", str(level), "--index", data_index, "--out", out, "--work", work,
                "--launcher", "local"] + (["--device", device] if device else []) + (["--prev", *prev] if prev else [])
-        return subprocess.run(cmd).returncode
+        return run_forwarding_signals(cmd)
     if launcher == "slurm":
         with submitit.helpers.clean_env():  # inside a SLURM job (e.g. a Snakemake job): do not inherit its variables
             executor = slurm_executor(config, level, Path(work) / "submitit")
             job = executor.submit(SlurmTrainJob(), str(Path(config_path).resolve()), level, str(Path(data_index).resolve()),
                                   str(Path(out).resolve()), str(Path(work).resolve()), [str(Path(p).resolve()) for p in prev], device)
         print(f"submitted SLURM job {job.job_id} for level {level}; logs in {Path(work) / 'submitit'}", flush=True)
-        job.results()  # raises with the job's traceback if it failed
+        with forward_stop_to_job(job.job_id):
+            job.results()  # raises with the job's traceback if it failed
         if not Path(out).exists():
             raise RuntimeError(f"SLURM job {job.job_id} finished without writing {out}")
         return 0

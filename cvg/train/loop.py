@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -28,8 +30,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cvg.checkpoint import CheckpointError, check_stamp, load_checkpoint, load_generator, save_atomic
 from cvg.config import Config
+from cvg.data.shards import index_fingerprints
 from cvg.data.windows import PyramidWindows
+from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.sample import CascadeSampler, level_grid
 from cvg.train.level import Level, crop_windows, step_generator, take_rows
@@ -107,35 +112,97 @@ class BatchStream:
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-def save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class Interrupted(RuntimeError):
+    """Training stopped by SIGTERM / SIGINT after checkpointing the step it was in."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process ended by that signal: a failure
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Safe load: tensors and plain containers only (weights_only=True)."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+class StopSignals:
+    """While active, SIGTERM and SIGINT only raise a flag: the loop finishes its step, saves it
+    and stops (``Interrupted``), so scancel, a time limit or Ctrl-C lose no finished step. A
+    second signal of the same kind ends the process at once, as without the handler."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # the second time: do what the signal did before
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+        print(f"received {signal.Signals(signum).name}: finishing this step, then saving it", flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
-def load_generator(config: Config, path: str | os.PathLike, device="cpu") -> torch.nn.Module:
-    """A trained level's generator (eval mode) from its final checkpoint. Built without
-    orthogonal init, which the checkpoint's tensors (loaded strictly) overwrite at once: it
-    costs ~14 s for a paper-width level 1 on a CPU, at every start of every rank of a later
-    level's job and of sampling."""
-    from cvg.models.presets import build_generator, get_preset
+class WorkState:
+    """A level's resumable state in its work folder: ``latest.pt`` and, beside it, the one before
+    (``previous.pt``), both stamped with the training stage's fingerprint. A state of another
+    fingerprint is never resumed: the folder is moved aside as ``level{l}.work.stale-<fp>`` and
+    training starts afresh; an unreadable ``latest.pt`` falls back to ``previous.pt``."""
 
-    state = load_checkpoint(path, device)
-    preset = get_preset(config.model.preset, config.model.width)
-    with skipped_orthogonal_init():
-        g = build_generator(preset, config.levels, int(state["index"]), int(state["n_classes"]), refine=config.model.refine)
-    g = g.to(device)
-    g.load_state_dict(state["G"])
-    return g.eval()
+    def __init__(self, work_dir: Path, fps: Fingerprints, stage: str):
+        self.work_dir, self.fps, self.stage = work_dir, fps, stage
+        self.latest, self.previous = work_dir / "latest.pt", work_dir / "previous.pt"
+        self.loaded_from: Path | None = None
+
+    def load(self, device) -> dict | None:
+        state = None
+        for path in (self.latest, self.previous):
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, device)
+            except CheckpointError as exc:
+                other = self.previous if path == self.latest else None
+                print(f"{exc}; " + (f"falling back to {other}" if other and other.exists() else "no earlier state to fall back to"), flush=True)
+                continue
+            break
+        if state is None:
+            if self.latest.exists() or self.previous.exists():
+                self.move_aside("its checkpoints are unreadable")
+            return None
+        try:
+            check_stamp(self.fps, state, self.stage, path)
+        except StaleError as exc:
+            self.move_aside(str(exc))
+            return None
+        self.loaded_from = path
+        return state
+
+    def move_aside(self, why: str) -> Path:
+        label = self.fps.fingerprint(self.stage)
+        target = self.work_dir.with_name(f"{self.work_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.work_dir, target)
+        self.work_dir.mkdir(parents=True)
+        print(f"starting {self.stage} afresh (fingerprint {label}): {why}. The old state is kept in {target}", flush=True)
+        return target
+
+    def save(self, state: dict) -> None:
+        state = {**state, "stamp": self.fps.stamp(self.stage).to_json()}
+        if self.latest.exists():
+            os.replace(self.latest, self.previous)
+        save_atomic(state, self.latest)
 
 
 def n_classes_from(index_path: Path, config: Config) -> int:
@@ -180,6 +247,23 @@ class CsvLog:
             csv.DictWriter(f, fieldnames=self.FIELDS).writerow(row)
 
 
+def resume_state(work: WorkState, rank: int, world: int, device) -> dict | None:
+    """The state to resume from (None: a fresh start). Rank 0 decides (and moves a stale folder
+    aside); the other ranks then load the same file."""
+    code = torch.zeros(1)
+    state = None
+    if rank == 0:
+        state = work.load(device)
+        if state is not None:
+            code += 1 if work.loaded_from == work.latest else 2
+    if world > 1:
+        code = code.to(device)
+        dist.all_reduce(code)
+        if rank != 0 and int(code.item()):
+            state = load_checkpoint(work.latest if int(code.item()) == 1 else work.previous, device)
+    return state
+
+
 # -- the loop ------------------------------------------------------------------------------------
 def train_level(
     config: Config,
@@ -206,26 +290,30 @@ def train_level(
     if len(prev_checkpoints) != index - 1:
         raise ValueError(f"level {index} needs the checkpoints of levels 1..{index - 1}, got {len(prev_checkpoints)}")
     data_index, out_path, work_dir = Path(data_index), Path(out_path), Path(work_dir)
+    fps = index_fingerprints(config, data_index)  # the index must be this config's data
+    stage = f"train{index}"
+    work = WorkState(work_dir, fps, stage)
     dataset = PyramidWindows(config, data_index, index, split="train", seed=t.seed)
     n_classes = n_classes_from(data_index, config)
     torch.manual_seed(t.seed * 1000 + index)  # initialisation: same on every rank and every run
-    latest = work_dir / "latest.pt"
-    resuming = latest.exists()
-    with skipped_orthogonal_init() if resuming else nullcontext():  # the checkpoint overwrites every weight
-        level = Level(config, index, n_classes, dev)
     frozen = None
     if index > 1:  # levels 1..l-1, with BN prepared exactly as for sampling: x̂^{l-1} as inference makes it
-        frozen = CascadeSampler(config, [load_generator(config, p, dev) for p in prev_checkpoints], dev)
+        frozen = CascadeSampler(config, [load_generator(config, p, dev, fps) for p in prev_checkpoints], dev)
         bn = config.raw["sample"]
         frozen.prepare_norms(bn["bn"], bn["bn_passes"], config.level(1).frames, bn["batch_size"], bn["seed"])
+    state = resume_state(work, rank, world, dev)
+    with skipped_orthogonal_init() if state is not None else nullcontext():  # the checkpoint overwrites every weight
+        level = Level(config, index, n_classes, dev)
 
     step = 0
     stream = BatchStream(dataset, t.batch_size, t.seed, rank, world, t.num_workers)
-    if resuming:
-        state = load_checkpoint(latest, dev)
+    if state is not None:
         level.load_state_dict(state["level"])
         step, stream.epoch, stream.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         torch.set_rng_state(state["torch_rng"])
+        if rank == 0:
+            print(f"level {index}: resuming at step {step} from {work.latest}", flush=True)
+    latest = work.latest
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -266,66 +354,70 @@ def train_level(
     bar = tqdm(total=t.steps, initial=step, desc=f"level {index}", unit="step", disable=not progress or rank != 0)
     steps_done, tick, tick_step = 0, time.perf_counter(), step
     loss_d = loss_g = torch.tensor(0.0)
-    while step < t.steps:
-        with autocast:
-            for sub in range(t.d_steps):
-                real, real_cond, label = batch_on_device()
-                draws = level.draws(step, sub, t.batch_size, local, frames_out, pairs=2)
-                loss_d = level.update_D(real, real_cond, fake_conditioning(step, sub, label), label, draws)
-            draws = level.draws(step, t.d_steps, t.batch_size, local, frames_out, pairs=1)
-            loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws, real, real_cond)
-        step += 1
-        level.update_ema(step)
-        steps_done += 1
-        losses = torch.stack([loss_d.float(), loss_g.float()])
-        if not torch.isfinite(losses).all():
-            raise NonFiniteLossError(
-                f"level {index}: non-finite loss at step {step} (D {losses[0].item()}, G {losses[1].item()}); "
-                f"the last good state is {latest if latest.exists() else 'the initial one (no checkpoint yet)'}: "
-                "lower the learning rates or check the data, then rerun to resume from it"
-            )
-        bar.update(1)
-        if rank == 0 and (step % t.log_every == 0 or step == t.steps):
-            now = time.perf_counter()
-            rate = (step - tick_step) * t.batch_size * (t.d_steps + 1) / max(now - tick, 1e-9)
-            log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}",
-                        "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
-            bar.set_postfix(loss_d=f"{losses[0].item():.3f}", loss_g=f"{losses[1].item():.3f}", samples_s=f"{rate:.1f}")
-            tick, tick_step = now, step
-        if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
-            write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
-        stop = stop_requested is not None and step < t.steps and agree(bool(stop_requested()), world, dev)
-        if (step % t.checkpoint_every == 0 and step < t.steps) or stop:
-            if rank == 0:
-                save_atomic(
-                    {"level": level.state_dict(), "step": step, "epoch": stream.epoch, "position": stream.position, "torch_rng": torch.get_rng_state()},
-                    latest,
+    with StopSignals() as signals:
+        while step < t.steps:
+            with autocast:
+                for sub in range(t.d_steps):
+                    real, real_cond, label = batch_on_device()
+                    draws = level.draws(step, sub, t.batch_size, local, frames_out, pairs=2)
+                    loss_d = level.update_D(real, real_cond, fake_conditioning(step, sub, label), label, draws)
+                draws = level.draws(step, t.d_steps, t.batch_size, local, frames_out, pairs=1)
+                loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws, real, real_cond)
+            step += 1
+            level.update_ema(step)
+            steps_done += 1
+            losses = torch.stack([loss_d.float(), loss_g.float()])
+            if not torch.isfinite(losses).all():
+                raise NonFiniteLossError(
+                    f"level {index}: non-finite loss at step {step} (D {losses[0].item()}, G {losses[1].item()}); "
+                    f"the last good state is {latest if latest.exists() else 'the initial one (no checkpoint yet)'}: "
+                    "lower the learning rates or check the data, then rerun to resume from it"
                 )
-            barrier(world)
-        if stop:
-            bar.close()
-            print(f"level {index}: stop requested, state of step {step} saved to {latest}", flush=True)
-            return None
-        if stop_after is not None and steps_done >= stop_after:
-            bar.close()
-            return None
-    bar.close()
-    if rank == 0:
-        save_atomic(
-            {
-                "G": level.G_final.state_dict(),
-                "D": level.D.state_dict(),
-                "ema": t.ema,
-                "index": index,
-                "n_classes": n_classes,
-                "step": step,
-                "config": json.dumps(config.raw),
-                "spec": json.dumps(asdict(spec)),
-            },
-            out_path,
-        )
-    barrier(world)
-    return out_path if rank == 0 else None
+            bar.update(1)
+            if rank == 0 and (step % t.log_every == 0 or step == t.steps):
+                now = time.perf_counter()
+                rate = (step - tick_step) * t.batch_size * (t.d_steps + 1) / max(now - tick, 1e-9)
+                log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}",
+                            "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
+                bar.set_postfix(loss_d=f"{losses[0].item():.3f}", loss_g=f"{losses[1].item():.3f}", samples_s=f"{rate:.1f}")
+                tick, tick_step = now, step
+            if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
+                write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
+            asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
+            stop = step < t.steps and agree(asked, world, dev)
+            if step % t.checkpoint_every == 0 or stop or step == t.steps:  # the last step too: a failed final save resumes there
+                if rank == 0:
+                    work.save({"level": level.state_dict(), "step": step, "epoch": stream.epoch, "position": stream.position,
+                               "torch_rng": torch.get_rng_state()})
+                barrier(world)
+            if stop:
+                bar.close()
+                print(f"level {index}: stop requested, state of step {step} saved to {latest}", flush=True)
+                if signals.received is not None:
+                    raise Interrupted(signals.received, f"level {index}: stopped by {signal.Signals(signals.received).name} after step {step}; "
+                                      f"its state is in {latest}: rerun to resume there")
+                return None
+            if stop_after is not None and steps_done >= stop_after:
+                bar.close()
+                return None
+        bar.close()
+        if rank == 0:
+            save_atomic(
+                {
+                    "G": level.G_final.state_dict(),
+                    "D": level.D.state_dict(),
+                    "ema": t.ema,
+                    "index": index,
+                    "n_classes": n_classes,
+                    "step": step,
+                    "config": json.dumps(config.raw),
+                    "spec": json.dumps(asdict(spec)),
+                    "stamp": fps.stamp(stage).to_json(),
+                },
+                out_path,
+            )
+        barrier(world)
+        return out_path if rank == 0 else None
 
 
 @torch.no_grad()

@@ -6,16 +6,18 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cvg.config import ConfigError, build_config, load_config
+from cvg.config import ConfigError
+from cvg.experiment import build_experiment, load_experiment
+from cvg.fingerprint import fingerprints
 
 
 def _load_experiments():
     experiments, sources = {}, {}
     for path in sorted(Path(workflow.basedir, "config").glob("*.yaml")):
-        cfg = load_config(path)
+        cfg = load_experiment(path)
         experiments[cfg.name], sources[cfg.name] = cfg, str(path)
     if config.get("name"):  # --configfile / --config: replaces the experiment of that name
-        cfg = build_config(dict(config), source="--configfile")
+        cfg = build_experiment(dict(config), source="--configfile")
         experiments[cfg.name] = cfg
         for path in workflow.overwrite_configfiles or []:
             sources[cfg.name] = str(path)
@@ -36,6 +38,16 @@ wildcard_constraints:
 
 def exp(wildcards):
     return EXPERIMENTS[wildcards.dataset]
+
+
+def fingerprint(stage):
+    """A rule's rerun trigger: the stage fingerprint (``cvg.fingerprint``) of its experiment;
+    ``stage`` may name wildcards, e.g. ``"train{level}"``. The artefact records the same value."""
+
+    def get(wildcards):
+        return fingerprints(exp(wildcards)).fingerprint(stage.format(**dict(wildcards.items())))
+
+    return get
 
 
 def _code_version() -> str:
@@ -60,7 +72,7 @@ def config_snapshot(name):
 
     Rules read the snapshot (a constant relative path), so where the config came from (config/
     or --configfile, and where the checkout lies) does not trigger reruns; what changes inside
-    it does, through each rule's own `settings` param. The snapshot and provenance.json record
+    it does, through each rule's `fingerprint` param (``cvg.fingerprint``). The snapshot and provenance.json record
     what produced the results.
     """
     import yaml

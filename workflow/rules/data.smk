@@ -1,8 +1,5 @@
 # Data stage: manifest (checkpoint) -> one job per HDF5 shard -> index.
 
-import json
-
-
 def dataset_input(wildcards):
     """The dataset directory; for real datasets it must exist before the DAG is built."""
     cfg = exp(wildcards)
@@ -25,7 +22,7 @@ checkpoint manifest:
         classes="results/{dataset}/data/classes.csv",
     params:
         config=config_file,
-        settings=lambda wc: json.dumps({k: exp(wc).raw[k] for k in ("dataset", "data", "levels")}, sort_keys=True),
+        fingerprint=fingerprint("data"),
     log:
         "results/{dataset}/logs/manifest.log",
     shell:
@@ -41,6 +38,7 @@ rule shard:
     params:
         config=config_file,
         shard=lambda wc: int(wc.shard),
+        fingerprint=fingerprint("data"),
     threads: lambda wc: exp(wc).data.workers
     log:
         "results/{dataset}/logs/shards/{split}/{shard}.log",
@@ -67,8 +65,11 @@ rule index:
         index="results/{dataset}/data/index.csv",
         counts="results/{dataset}/data/counts.csv",
         failures="results/{dataset}/data/failures.csv",
+    params:
+        config=config_file,
+        fingerprint=fingerprint("data"),
     log:
         "results/{dataset}/logs/index.log",
     shell:
-        "cvg data index --shards {input.shards} --shard-failures {input.failures} --classes {input.classes}"
+        "cvg data index --config {params.config} --shards {input.shards} --shard-failures {input.failures} --classes {input.classes}"
         " --index {output.index} --counts {output.counts} --failures {output.failures} > {log} 2>&1"

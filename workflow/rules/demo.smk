@@ -22,7 +22,7 @@ rule demo_videos:
         # not re-render the videos and so retrain everything
         config=lambda wc: config_snapshot(demo_experiment(wc.demo_root)),
         # re-rendered (Snakemake empties the folder first) when the demo's settings change
-        settings=lambda wc: json.dumps(EXPERIMENTS[demo_experiment(wc.demo_root)].dataset.options.get("demo", {}), sort_keys=True),
+        fingerprint=lambda wc: fingerprints(EXPERIMENTS[demo_experiment(wc.demo_root)]).fingerprint("demo"),
     log:
         "logs/demo_videos/{demo_root}.log",
     threads: 2

@@ -23,7 +23,7 @@ rule metrics:
         markdown=report("results/{dataset}/metrics.md", category="Metrics", caption="../report/metrics.rst"),
     params:
         config=config_file,
-        settings=lambda wc: json.dumps({k: v for k, v in exp(wc).raw["metrics"].items() if k != "per_class"}, sort_keys=True),
+        fingerprint=fingerprint("metrics"),
         cache="results/{dataset}/metrics.cache",
         samples=lambda wc: " ".join(f"{model}={path}" for model, path in metric_samples(wc).items()),
     resources:
@@ -82,7 +82,7 @@ rule per_class:
         md=report("results/{dataset}/per_class.md", category="Metrics", caption="../report/per_class.rst"),
     params:
         config=config_file,
-        settings=lambda wc: json.dumps({"metrics": exp(wc).raw["metrics"], "sample": exp(wc).raw["sample"]}, sort_keys=True),
+        fingerprint=fingerprint("per_class"),
         cache="results/{dataset}/metrics.cache",
     resources:
         **EVAL_RESOURCES,

@@ -15,12 +15,6 @@ def level_norms(wildcards):
     return [f"results/{wildcards.dataset}/samples/norms/level{lv.index}.pt" for lv in exp(wildcards).levels]
 
 
-def norm_settings_json(wildcards):
-    """What a level's BN statistics depend on, besides the checkpoints of the levels up to it."""
-    s = exp(wildcards).raw["sample"]
-    return json.dumps({k: s[k] for k in ("bn", "bn_passes", "level1_frames", "batch_size", "seed")}, sort_keys=True)
-
-
 rule norms:
     """Level k's per-timestep BN statistics at the sampled length (appendix A's dummy passes over
     the lower levels' samples), continuing from levels 1..k-1's. Every variant that samples level
@@ -34,7 +28,7 @@ rule norms:
         level=r"\d+",
     params:
         config=config_file,
-        settings=norm_settings_json,
+        fingerprint=fingerprint("norms{level}"),
     resources:
         **EVAL_RESOURCES,
     threads: 2
@@ -54,7 +48,7 @@ rule sample:
         gif="results/{dataset}/samples/grid.gif",
     params:
         config=config_file,
-        settings=lambda wc: json.dumps(exp(wc).raw["sample"], sort_keys=True),
+        fingerprint=fingerprint("sample:cascade"),
     resources:
         **EVAL_RESOURCES,
     threads: 2
@@ -76,14 +70,6 @@ def variant_norms(wildcards):
     return level_norms(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
 
 
-def baseline_settings(wildcards):
-    """What a baseline's samples depend on: the *_on_real ones also on which held-out clips the metrics choose."""
-    raw = exp(wildcards).raw
-    if wildcards.variant.endswith("_on_real"):
-        return {"sample": raw["sample"], "clips": {k: raw["metrics"][k] for k in ("heldout_split", "seed")}}
-    return raw["sample"]
-
-
 rule sample_baseline:
     """Baselines (untrained upsampling levels, bilinear upsampling of level 1), the cascade cut at
     an intermediate level k (cascade_to_level{k}: levels above k bilinear), and each of those
@@ -99,7 +85,7 @@ rule sample_baseline:
         variant="untrained|bilinear|cascade_on_real|bilinear_on_real|cascade_to_level[0-9]+(_on_real)?",
     params:
         config=config_file,
-        settings=lambda wc: json.dumps(baseline_settings(wc), sort_keys=True),
+        fingerprint=fingerprint("sample:{variant}"),
     resources:
         **EVAL_RESOURCES,
     threads: 2

@@ -2,28 +2,6 @@
 # Resumable state lives in the undeclared results/{dataset}/train/level{l}.work/ folder, so a
 # failed or cancelled job resumes on rerun; the declared output is only the final checkpoint.
 
-import json
-from dataclasses import asdict
-
-
-def level_settings(wildcards):
-    """Everything that defines level l's training; a change reruns level l and what follows. An
-    upsampling level also depends on how its frozen lower levels' BN statistics are prepared
-    (``sample.bn`` etc.: it trains on their samples as sampling makes them)."""
-    cfg, index = exp(wildcards), int(wildcards.level)
-    sample = cfg.raw["sample"]
-    return json.dumps(
-        {
-            "train": asdict(cfg.train(index)),
-            "model": asdict(cfg.model),
-            "levels": [asdict(lv) for lv in cfg.levels[:index]],
-            "dataset": {"kind": cfg.dataset.kind, "conditional": cfg.dataset.conditional},
-            "frozen_bn": {k: sample[k] for k in ("bn", "bn_passes", "batch_size", "seed")} if index > 1 else None,
-        },
-        sort_keys=True,
-    )
-
-
 def slurm_of(wildcards):
     return exp(wildcards).slurm(int(wildcards.level))
 
@@ -38,7 +16,7 @@ rule train_level:
         level=r"\d+",
     params:
         config=config_file,
-        settings=level_settings,
+        fingerprint=fingerprint("train{level}"),
         work=lambda wc: f"results/{wc.dataset}/train/level{wc.level}.work",
     threads: lambda wc: slurm_of(wc).cpus_per_task if exp(wc).train(int(wc.level)).launcher != "local" else 2
     resources:
