@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from cvg.atomic import write_text
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -112,12 +114,7 @@ def line_plot_svg(panels: list[Panel], path: str | os.PathLike, xlabel: str, yla
         out.append(f'<line x1="{ml}" y1="{y}" x2="{ml + 24}" y2="{y}" stroke="{colour[label]}" stroke-width="3"/>')
         out.append(f'<text x="{ml + 30}" y="{y + 4}">{escape(label)}</text>')
     out.append("</svg>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(out) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(out) + "\n")
 
 
 def psd_figure(table, path: str | os.PathLike) -> Path:

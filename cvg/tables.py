@@ -7,9 +7,10 @@ paper evaluates at several lengths (12, 48, 50 frames) and ours at ``metrics.fra
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
+
+from cvg.atomic import write_csv, write_text
 
 METRICS = ("IS", "FID", "FVD")
 
@@ -80,10 +81,8 @@ def render(number: int, metrics_paths: dict[str, str], out_csv: str | os.PathLik
     for label, experiment in spec["experiments"].items():
         rows += our_rows(label, pd.read_csv(metrics_paths[experiment]))
     table = pd.DataFrame(rows, columns=["source", "model", "eval_frames", *METRICS, "note"])
-    for path in (out_csv, out_md):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_csv, index=False)
-    Path(out_md).write_text(f"# {spec['title']}\n\n{markdown_table(table)}")
+    write_csv(table, out_csv)
+    write_text(out_md, f"# {spec['title']}\n\n{markdown_table(table)}")
     return table
 
 

@@ -89,3 +89,35 @@ def test_tiny_dag_through_the_slurm_executor(videos, tmp_path):
     comments = {r.split()[0].split("=")[1]: r.split("Comment=")[1].split()[0] for r in records if "Comment=" in r}
     train_jobs = sorted(c for jid, c in comments.items() if jid not in before and c.startswith("rule_train_level"))
     assert train_jobs == ["rule_train_level_wildcards_tinyslurm_1", "rule_train_level_wildcards_tinyslurm_2"], comments
+
+
+def test_changed_data_settings_and_added_videos_rebuild_the_data(videos, tmp_path):
+    """A changed data.fps re-decodes every shard and rebuilds the index (its old content would
+    otherwise be reused); a video added to the dataset root reruns the manifest."""
+    from cvg.config import build_config
+    from cvg.fingerprint import fingerprints, read_stamp, read_stamp_file
+
+    root = tmp_path / "data"
+    shutil.copytree(videos / "videos", root)
+    raw = tiny_experiment(videos)
+    raw["dataset"]["root"] = str(root)
+    cfg = write(tmp_path / "tiny.yaml", raw)
+    snakemake(tmp_path, "results/tiny/data/index.csv", "--configfile", cfg)
+    assert jobs_of(snakemake(tmp_path, "results/tiny/data/index.csv", "-n", "--configfile", cfg).stdout) == set()
+
+    changed = copy.deepcopy(raw)
+    changed["data"]["fps"] = 20
+    cfg2 = write(tmp_path / "tiny2.yaml", changed)
+    plan = snakemake(tmp_path, "results/tiny/data/index.csv", "-n", "--configfile", cfg2).stdout
+    assert {"manifest", "index"} <= jobs_of(plan), plan  # the shard jobs appear once the manifest (a checkpoint) has run
+    snakemake(tmp_path, "results/tiny/data/index.csv", "--configfile", cfg2)
+    expected = fingerprints(build_config(changed)).fingerprint("data")
+    assert read_stamp_file(tmp_path / "results/tiny/data/index.csv").fingerprint == expected
+    for shard in (tmp_path / "results/tiny/data/shards").rglob("*.h5"):
+        with h5py.File(shard) as h5:
+            assert read_stamp(h5.attrs).fingerprint == expected and h5.attrs["fps"] == 20
+
+    extra = next(root.rglob("*.mp4"))
+    shutil.copyfile(extra, extra.with_name("added.mp4"))
+    plan = snakemake(tmp_path, "results/tiny/data/index.csv", "-n", "--configfile", cfg2).stdout
+    assert "manifest" in jobs_of(plan), plan

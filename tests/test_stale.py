@@ -171,6 +171,17 @@ def test_writers_on_a_full_disk_name_the_file_and_leave_no_temp(full_disk, tiny_
 
     with pytest.raises(WriteError, match=rf"cannot write {full_disk}/t.csv: No space left"):
         write_csv(pd.DataFrame({"a": ["x" * 1000] * 1000}), full_disk / "t.csv")
+    from cvg.sample import write_samples
+
+    class BigSampler:  # samples of 1 MiB each, more than the disk holds
+        generators = [None]
+        n_classes = 0
+
+        def sample(self, k, sigma, frames, chunk, seed):
+            return [torch.zeros(k, 3, 8, 256, 256)], None
+
+    with pytest.raises(WriteError, match=rf"cannot write {full_disk}/samples.h5: No space left on device"):
+        write_samples(cfg, BigSampler(), full_disk / "samples.h5", 4, 2, 1.0, None, 4, 0)
     assert list(full_disk.iterdir()) == []  # no temp files, no partial outputs
 
 

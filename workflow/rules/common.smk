@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from cvg.atomic import write_json, write_text
 from cvg.config import ConfigError
 from cvg.experiment import build_experiment, load_experiment
 from cvg.fingerprint import fingerprints
@@ -81,11 +82,8 @@ def config_snapshot(name):
     text = yaml.safe_dump(EXPERIMENTS[name].raw, sort_keys=False)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".config.yaml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        provenance = {"source": CONFIG_FILES[name], "code": _code_version()}
-        Path("results", name, "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        write_text(path, text)
+        write_json(Path("results", name, "provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version()})
     return str(path)
 
 
