@@ -330,3 +330,29 @@ def test_config_errors_that_used_to_surface_at_run_time_fail_at_load(tmp_path):
     bad["levels"].append({"frames": 16, "resolution": 64, "temporal_factor": 2, "spatial_factor": 2})
     with pytest.raises(ConfigError, match="networks for 2 levels, the config has 3"):
         build_experiment(bad)
+
+
+def test_sigterm_under_torchrun_checkpoints_on_every_rank_and_fails(tiny_data, tmp_path):  # noqa: F811
+    """SIGTERM to `cvg train --launcher torchrun` reaches both ranks; they agree on the step,
+    rank 0 saves it, and the command fails; the rerun resumes there and finishes."""
+    root, raw = tiny_data
+    index = root / "data" / "index.csv"
+    raw = copy.deepcopy(raw)
+    raw["train"]["defaults"].update(steps=60, checkpoint_every=1000, procs=2, batch_size=4)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cvg_train(cfg_path, index, tmp_path / "b.pt", tmp_path / "wb", "--launcher", "torchrun", "--device", "cpu"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log = tmp_path / "wb" / "log.csv"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=180)[0]
+    assert proc.returncode != 0, output[-3000:]
+    stopped_at = int(load_checkpoint(tmp_path / "wb" / "latest.pt")["step"])
+    assert 3 <= stopped_at < 60 and "stopped by SIGTERM" in output, output[-3000:]
+    subprocess.run(cvg_train(cfg_path, index, tmp_path / "b.pt", tmp_path / "wb", "--launcher", "torchrun", "--device", "cpu"),
+                   check=True, capture_output=True, env=env)
+    assert load_checkpoint(tmp_path / "b.pt")["step"] == 60
