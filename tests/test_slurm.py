@@ -70,3 +70,29 @@ def test_job_stopped_at_time_limit_is_requeued_and_resumes(tiny_data, tmp_path):
     assert load_checkpoint(tmp_path / "level1.pt")["step"] == 400
     steps = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
     assert steps == list(range(1, 401))  # resumed at the step it stopped: no step lost or repeated
+
+
+def test_sigterm_while_waiting_for_the_job_stops_it_at_a_saved_step(tiny_data, tmp_path):  # noqa: F811
+    """SIGTERM to `cvg train --launcher slurm` (Snakemake cancelling its job) is passed to the
+    SLURM job, whose ranks save the step they are in and fail; so does the command."""
+    import os
+    import signal
+    import sys
+
+    root, raw = tiny_data
+    cfg_path = write_config(tmp_path, raw, train={"steps": 400, "batch_size": 4, "checkpoint_every": 1000, "sample_every": 1000},
+                            slurm={"tasks_per_node": 1})
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "cvg.cli", "train", "--config", str(cfg_path), "--level", "1", "--index", str(root / "data" / "index.csv"),
+           "--out", str(tmp_path / "level1.pt"), "--work", str(work), "--launcher", "slurm", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
+    log = work / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0, output[-3000:]
+    assert "asking SLURM job" in output
+    stopped_at = int(load_checkpoint(work / "latest.pt")["step"])
+    assert 0 < stopped_at < 400 and not (tmp_path / "level1.pt").exists()

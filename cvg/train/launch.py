@@ -104,7 +104,7 @@ class forward_stop_to_job:
 
     def _forward(self, signum, frame):
         print(f"received {signal.Signals(signum).name}: asking SLURM job {self.job_id} to save its step and stop", flush=True)
-        subprocess.run(["scancel", "--signal=TERM", "--full", str(self.job_id)], check=False)
+        subprocess.run(["scancel", "--signal=TERM", str(self.job_id)], check=False)  # the job steps, not the batch shell (srun would abort them)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
