@@ -61,8 +61,22 @@ def experiments_of(number: int) -> list[str]:
     return list(TABLES[number]["experiments"].values())
 
 
-def our_rows(label: str, metrics: pd.DataFrame) -> list[dict]:
-    """One row per evaluated clip length of the experiment's cascade."""
+def network_notes(group: pd.DataFrame, number: int | None = None) -> list[str]:
+    """Where our networks differ from the paper's, for the row's note: FID on the Kinetics-400
+    I3D (the paper's is trained on Kinetics-600); UCF101's IS from the Kinetics-400 I3D (the
+    literature's Table 2 numbers use a C3D fine-tuned on UCF101)."""
+    nets = dict(zip(group["metric"], group.get("network", pd.Series(["unrecorded"] * len(group), index=group.index))))
+    notes = []
+    if "(the paper:" in str(nets.get("FID", "")) or nets.get("FID") == "unrecorded":
+        notes.append("FID on the Kinetics-400 I3D, not the paper's Kinetics-600 one")
+    if number == 2:
+        notes.append("IS of the Kinetics-400 I3D, not the C3D fine-tuned on UCF101 behind the literature's numbers: not comparable")
+    return notes
+
+
+def our_rows(label: str, metrics: pd.DataFrame, number: int | None = None) -> list[dict]:
+    """One row per evaluated clip length of the experiment's cascade; the note states the
+    protocol, and where our networks differ from the paper's."""
     cascade = metrics[metrics["model"] == "cascade"]
     if cascade.empty:
         raise ValueError(f"{label}: metrics table has no 'cascade' rows")
@@ -70,8 +84,8 @@ def our_rows(label: str, metrics: pd.DataFrame) -> list[dict]:
     for frames, group in cascade.groupby("frames", sort=True):
         values = dict(zip(group["metric"], group["value"]))
         first = group.iloc[0]
-        rows.append({"source": "ours", "model": label, "eval_frames": int(frames), **{m: values.get(m) for m in METRICS},
-                     "note": f"{first['protocol']}; n={int(first['n_samples'])}"})
+        note = "; ".join([f"{first['protocol']}; n={int(first['n_samples'])}", *network_notes(group, number)])
+        rows.append({"source": "ours", "model": label, "eval_frames": int(frames), **{m: values.get(m) for m in METRICS}, "note": note})
     return rows
 
 
@@ -79,7 +93,7 @@ def render(number: int, metrics_paths: dict[str, str], out_csv: str | os.PathLik
     spec = TABLES[number]
     rows = list(spec["paper"])
     for label, experiment in spec["experiments"].items():
-        rows += our_rows(label, pd.read_csv(metrics_paths[experiment]))
+        rows += our_rows(label, pd.read_csv(metrics_paths[experiment]), number)
     table = pd.DataFrame(rows, columns=["source", "model", "eval_frames", *METRICS, "note"])
     write_csv(table, out_csv)
     write_text(out_md, f"# {spec['title']}\n\n{markdown_table(table)}")

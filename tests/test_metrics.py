@@ -259,11 +259,11 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     assert model.calls == 0
 
     table = evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5")}, tmp_path / "m.csv", tmp_path / "cache")
-    assert pd.read_csv(tmp_path / "m.csv").shape == table.shape == (2 * 2 * 4, 8)  # 2 lengths x (held-out, cascade) x 4 metrics
+    assert pd.read_csv(tmp_path / "m.csv").shape == table.shape == (2 * 2 * 4, 9)  # 2 lengths x (held-out, cascade) x 4 metrics
     assert sorted(set(table["frames"])) == [9, 12]
     for frames in (9, 12):
         rows = table[table["frames"] == frames]
-        assert set(rows["protocol"]) == {f"i3d-k400(tfhub) {frames}f bilinear224 ref=train:12@seed0"}
+        assert set(rows["protocol"]) == {f"i3d-k400(tfhub) {frames}f tf1-bilinear224 ref=train:12@seed0"}
         fvd = rows.set_index(["model", "metric"])["value"]
         assert fvd[("cascade", "FVD")] < 1e-3 * fvd[("real:test", "FVD")]
         assert (tmp_path / "cache" / f"real_train_12_seed0_{frames}f.npz").exists()
@@ -296,7 +296,7 @@ def test_metric_table_states_each_rows_clip_count():
 
     from cvg.metrics.run import metrics_markdown
 
-    rows = [{"model": m, "level": 3, "frames": 16, "resolution": 64, "n_samples": n, "protocol": "p", "metric": k, "value": v}
+    rows = [{"model": m, "level": 3, "frames": 16, "resolution": 64, "n_samples": n, "protocol": "p", "metric": k, "value": v, "network": "net"}
             for m, n in (("real:test", 72), ("cascade", 96)) for k, v in (("FVD", 10.0), ("FID", 1.0))]
     text = metrics_markdown(pd.DataFrame(rows))
     assert "| model | frames | clips | FVD | FID |" in text
@@ -354,7 +354,7 @@ def test_evaluate_stretches_clips_shorter_than_i3d_takes_where_configured(tmp_pa
                      tmp_path / "m.csv", tmp_path / "cache")
     assert set(model.lengths) == {16, 9}
     six = table[table["frames"] == 6].set_index(["model", "metric"])["value"]
-    assert set(table.loc[table["frames"] == 6, "protocol"]) == {"i3d-k400(tfhub) 6f-repeated-to-16f bilinear224 ref=train:8@seed0"}
+    assert set(table.loc[table["frames"] == 6, "protocol"]) == {"i3d-k400(tfhub) 6f-repeated-to-16f tf1-bilinear224 ref=train:8@seed0"}
     assert six[("cascade", "FVD")] < 1e-3 * six[("other", "FVD")]  # the same first 6 frames, stretched the same way
     assert (tmp_path / "cache" / "real_train_8_seed0_6f-repeated-to-16f.npz").exists()
     # what I3D saw: frame i of the stretched clip is frame floor(6 i / 16) of the video

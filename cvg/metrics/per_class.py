@@ -20,10 +20,12 @@ from cvg.atomic import write_text
 from cvg.data.shards import atomic_csv, index_fingerprints, read_index
 from cvg.fingerprint import write_stamp_file
 from cvg.metrics.frechet import frechet_from_samples, inception_score
-from cvg.metrics.run import cache_key, choose_clips, eval_lengths, i3d_of, real_batches, real_cache
+from cvg.metrics.i3d import K400
+from cvg.metrics.protocol import RESIZE
+from cvg.metrics.run import cache_key, choose_clips, eval_lengths, i3d_of, load_judges, networks, real_batches, real_cache
 
 COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD",
-           "n_heldout", "floor_FID", "floor_FVD", "protocol"]
+           "n_heldout", "floor_FID", "floor_FVD", "networks", "protocol"]
 
 # Appendix E, Table 4 (Kinetics-600, two-level HVG, 48 frames): class -> (IS, FID)
 PAPER = {
@@ -79,7 +81,6 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     """Score ``sampler`` (a prepared, class-conditional CascadeSampler) class by class; write the
     table (and, with ``markdown``, the table with group means and the paper's numbers)."""
     from cvg.metrics.extract import i3d_outputs
-    from cvg.metrics.i3d import load_i3d
 
     if not sampler.n_classes:
         raise ValueError("per-class scores need a class-conditional cascade (its level 1 has no class embedding)")
@@ -92,8 +93,10 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     fps = index_fingerprints(config, index_path)
     classes = class_groups(index, pc["groups"], index_path)
     level1_frames = s["level1_frames"] or config.level(1).frames
-    model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
-    protocol = f"i3d-k400(tfhub) {frames}f bilinear224 ref={m['real_split']}:class:{pc['n_real'] or 'all'}@seed{m['seed']}"
+    model, fid_model = load_judges(config, device)
+    nets = networks(config)
+    net_text = f"FVD {nets['FVD']}; FID {nets['FID']}; IS {nets['IS']}"
+    protocol = f"{K400} {frames}f {RESIZE} ref={m['real_split']}:class:{pc['n_real'] or 'all'}@seed{m['seed']}"
 
     def class_outputs(split: str, label: int, name: str):
         """I3D outputs of a class's clips of ``split`` (``n_real`` of them, or all), cached;
@@ -103,7 +106,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
             return None
         cache = real_cache(cache_dir, split, len(rows_c), m["seed"], frames, label) if cache_dir else None
         return i3d_of(model, real_batches(config, index_path, split, len(rows_c), frames, m["batch_size"], rows=rows_c),
-                      f"I3D real {split} {name}", cache, cache_key(config, fps, split, len(rows_c), frames, label))
+                      f"I3D real {split} {name}", cache, cache_key(config, fps, split, len(rows_c), frames, label), fid_model)
 
     rows = []
     for group, name, label in classes:
@@ -117,11 +120,11 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
                  "floor_FID": None if held is None else frechet_from_samples(held[1], ref_f),
                  "floor_FVD": None if held is None else frechet_from_samples(held[0], ref_l)}
         batches = _generated_batches(sampler, label, n, m["batch_size"], frames, s, level1_frames, s["seed"] + 7919 * (label + 1))
-        gen_l, gen_f = i3d_outputs(model, batches, total=n, desc=f"I3D samples {name}")
+        gen_l, gen_f = i3d_outputs(model, batches, total=n, desc=f"I3D samples {name}", fid_model=fid_model)
         is_mean, is_std = inception_score(gen_l, m["is_splits"])
         rows.append({"group": group, "class": name, "label": label, "frames": frames, "n_samples": n, "n_real": len(ref_l),
                      "IS": is_mean, "IS_std": is_std, "FID": frechet_from_samples(gen_f, ref_f),
-                     "FVD": frechet_from_samples(gen_l, ref_l), **floor, "protocol": protocol})
+                     "FVD": frechet_from_samples(gen_l, ref_l), **floor, "networks": net_text, "protocol": protocol})
     table = pd.DataFrame(rows, columns=COLUMNS)
     if markdown is not None:
         write_text(markdown, per_class_markdown(table))
@@ -143,4 +146,5 @@ def per_class_markdown(table: pd.DataFrame) -> str:
     means = means.rename(columns={"floor_FID": "held-out real FID", "floor_FVD": "held-out real FVD"})
     first = table.iloc[0]
     return (f"# Per-class scores (appendix E)\n\n{first['protocol']}, {int(first['n_samples'])} samples per class\n\n"
+            f"Networks: {first['networks']}\n\n"
             f"{markdown_table(wide)}\n## Group means\n\n{markdown_table(means)}")

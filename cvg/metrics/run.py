@@ -13,15 +13,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import torch
 
 from cvg.atomic import atomic_path, write_text
 from cvg.config import Config
 from cvg.data.shards import atomic_csv, index_fingerprints, open_shard, read_clip, read_index
 from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
+from cvg.metrics import i3d
+from cvg.metrics.i3d import K400, network_name
+from cvg.metrics.protocol import RESIZE
 from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
-COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "protocol"]
+COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]
 PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]
 # (model, baseline) pairs whose samples are paired (same level-1 noise, or the same real
 # level-1 clips): the whole upsampling stack against its baselines ...
@@ -60,13 +64,29 @@ def clip_name(frames: int) -> str:
     return f"{frames}f" if frames >= MIN_FRAMES else f"{frames}f-repeated-to-{SHORT_CLIP_FRAMES}f"
 
 
-# bumped whenever the clip preprocessing or the network changes, so cached real statistics are recomputed
-PROTOCOL_VERSION = "i3d-k400(tfhub) bilinear224 v1"
+# bumped whenever the clip preprocessing changes, so cached real statistics are recomputed
+PROTOCOL_VERSION = f"{RESIZE} v2"
 
 
 def protocol_name(config: Config, frames: int) -> str:
     m = config.raw["metrics"]
-    return f"i3d-k400(tfhub) {clip_name(frames)} bilinear224 ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
+    return f"{K400} {clip_name(frames)} {RESIZE} ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
+
+
+def networks(config: Config) -> dict[str, str]:
+    """The network behind each metric, as the rows name it: FVD and IS on the TF-Hub
+    Kinetics-400 I3D (the paper's); FID on ``metrics.fid_network`` when given (the paper's
+    Kinetics-600 I3D), else on the Kinetics-400 one, which the row says is not the paper's."""
+    fid = config.raw["metrics"]["fid_network"]
+    return {"FVD": f"{K400} logits", "IS": f"{K400} softmax", "IS_std": f"{K400} softmax",
+            "FID": f"{network_name(fid)} Mixed_5c" if fid else f"{K400} Mixed_5c (the paper: i3d-k600)"}
+
+
+def load_judges(config: Config, device: str):
+    """(the I3D of FVD and IS, the I3D of FID or None when it is the same network)."""
+    dev = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    fid = config.raw["metrics"]["fid_network"]
+    return i3d.load_i3d(dev), (i3d.load_i3d(dev, fid) if fid else None)
 
 
 def real_cache(cache_dir: str | os.PathLike, split: str, n: int, seed: int, frames: int, label: int | None = None) -> Path:
@@ -137,12 +157,12 @@ def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: in
 
 def cache_key(config: Config, fps: Fingerprints, split: str, n: int, frames: int, label: int | None = None) -> str:
     """What a cached set of real-clip I3D outputs depends on: the data (its stage fingerprint),
-    which clips (split, class, count, seed of the draw), their length and the protocol."""
+    which clips (split, class, count, seed of the draw), their length, the protocol and networks."""
     return json.dumps({"data": fps.fingerprint("data"), "split": split, "label": label, "n": n, "seed": config.raw["metrics"]["seed"],
-                       "frames": frames, "protocol": PROTOCOL_VERSION}, sort_keys=True)
+                       "frames": frames, "protocol": PROTOCOL_VERSION, "networks": networks(config)}, sort_keys=True)
 
 
-def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None, key: str = "") -> tuple[np.ndarray, np.ndarray]:
+def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None, key: str = "", fid_model=None) -> tuple[np.ndarray, np.ndarray]:
     """I3D (logits, features) of a clip set; with ``cache``, read from it when it was computed
     for the same ``key`` (``cache_key``), else computed and cached."""
     from cvg.metrics.extract import i3d_outputs
@@ -154,7 +174,7 @@ def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None, key: str 
                 return data["logits"], data["features"]
         print(f"{cache}: computed for other data or settings ({stored or 'unrecorded'}); recomputing", flush=True)
     batches, n = batches_and_n
-    logits, features = i3d_outputs(model, batches, total=n, desc=desc, stretch_short=True)  # config checks allowed short clips
+    logits, features = i3d_outputs(model, batches, total=n, desc=desc, stretch_short=True, fid_model=fid_model)  # config allowed short clips
     if cache is not None:
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:
@@ -170,16 +190,13 @@ def check_samples(fps: Fingerprints, path: str | os.PathLike) -> None:
     fps.check(stamp, stage, f"samples {path}")
 
 
-def score_rows(model: str, level, frames: int, resolution: int, logits, features, ref_logits, ref_features, splits: int, protocol: str) -> list[dict]:
+def score_rows(model: str, level, frames: int, resolution: int, logits, features, ref_logits, ref_features, splits: int, protocol: str,
+               nets: dict[str, str]) -> list[dict]:
     is_mean, is_std = inception_score(logits, splits)
     n = len(logits)
     base = {"model": model, "level": level, "frames": frames, "resolution": resolution, "n_samples": n, "protocol": protocol}
-    return [
-        {**base, "metric": "FVD", "value": frechet_from_samples(logits, ref_logits)},
-        {**base, "metric": "FID", "value": frechet_from_samples(features, ref_features)},
-        {**base, "metric": "IS", "value": is_mean},
-        {**base, "metric": "IS_std", "value": is_std},
-    ]
+    values = {"FVD": frechet_from_samples(logits, ref_logits), "FID": frechet_from_samples(features, ref_features), "IS": is_mean, "IS_std": is_std}
+    return [{**base, "metric": metric, "value": value, "network": nets[metric]} for metric, value in values.items()]
 
 
 def paired_rows(outputs: dict[str, tuple[np.ndarray, np.ndarray]], ref: tuple[np.ndarray, np.ndarray], frames: int,
@@ -215,7 +232,8 @@ def metrics_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) ->
     wide = table.pivot_table(index=["model", "frames", "n_samples"], columns="metric", values="value", sort=False).reset_index()
     wide = wide.rename(columns={"n_samples": "clips"})
     wide = wide[["model", "frames", "clips"] + [m for m in ("FVD", "FID", "IS", "IS_std") if m in wide.columns]]
-    text = f"# Metrics\n\n{table['protocol'].iloc[0]}\n\n{markdown_table(wide)}"
+    nets = "; ".join(f"{metric}: {net}" for metric, net in dict(zip(table["metric"], table["network"])).items() if metric != "IS_std")
+    text = f"# Metrics\n\n{table['protocol'].iloc[0]}\n\nNetworks: {nets}\n\n{markdown_table(wide)}"
     if paired is not None and not paired.empty:
         rows = paired.assign(verdict=[verdict(lo, hi) for lo, hi in zip(paired["ci_low"], paired["ci_high"])], clips=paired["n_samples"])
         rows = rows[["model", "baseline", "frames", "clips", "metric", "delta", "ci_low", "ci_high", "p_better", "verdict"]]
@@ -232,10 +250,6 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     split (the floor), against the real split's I3D statistics (cached per protocol); with
     ``paired_csv``, also the paired differences of ``paired_comparisons`` with bootstrap intervals; with
     ``markdown``, both as Markdown with a verdict per pair."""
-    import torch
-
-    from cvg.metrics.i3d import load_i3d
-
     m = config.raw["metrics"]
     batch, top = m["batch_size"], config.top
     lengths = eval_lengths(config)
@@ -243,22 +257,24 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     for path in samples.values():  # stale or too-short samples fail here, before any I3D work
         check_samples(fps, path)
         sample_batches(path, len(config.levels), max(lengths), batch)
-    model = load_i3d("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+    model, fid_model = load_judges(config, device)
+    nets = networks(config)
     rows, paired = [], []
     for frames in lengths:
         proto = protocol_name(config, frames)
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
                               f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames),
-                              cache_key(config, fps, m["real_split"], m["n_real"], frames))
+                              cache_key(config, fps, m["real_split"], m["n_real"], frames), fid_model)
         if m.get("heldout_split"):
             split = m["heldout_split"]
             held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
-                          real_cache(cache_dir, split, m["n_real"], m["seed"], frames), cache_key(config, fps, split, m["n_real"], frames))
-            rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto)
+                          real_cache(cache_dir, split, m["n_real"], m["seed"], frames), cache_key(config, fps, split, m["n_real"], frames),
+                          fid_model)
+            rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto, nets)
         outputs = {}
         for name, path in samples.items():
-            outputs[name] = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f")
-            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], proto)
+            outputs[name] = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f", fid_model=fid_model)
+            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], proto, nets)
         if paired_csv is not None:
             paired += paired_rows(outputs, (ref_l, ref_f), frames, n_boot)
     table = pd.DataFrame(rows, columns=COLUMNS)
