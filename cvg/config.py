@@ -403,6 +403,19 @@ def read_raw(path: str | Path, _seen: tuple = ()) -> dict:
     return raw
 
 
+def extends_chain(path: str | Path) -> list[Path]:
+    """The config files ``path`` extends, nearest first (``extends:`` keys, resolved relative to each file)."""
+    chain, path = [], Path(path)
+    while True:
+        raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+        if not isinstance(raw, dict) or "extends" not in raw:
+            return chain
+        path = path.parent / raw["extends"]
+        if path.resolve() in [p.resolve() for p in chain]:
+            raise ConfigError(f"{path}: extends itself")
+        chain.append(path)
+
+
 def load_config(path: str | Path) -> Config:
     """Read, validate and type a config file; errors name the file and the key."""
     return build_config(read_raw(path), source=str(path))

@@ -36,7 +36,7 @@ TABLES: dict[int, dict] = {
     3: {
         "title": "Table 3: matching discriminator ablation (upsampling level on 3-frame windows for Kinetics)",
         "experiments": {"Kinetics CVG No MD (ours)": "kinetics600_nomd", "Kinetics CVG (ours)": "kinetics600_w3",
-                        "BDD100K CVG No MD (ours)": "bdd100k_nomd", "BDD100K CVG (ours)": "bdd100k"},
+                        "BDD100K CVG No MD (ours)": "bdd100k_2level_nomd", "BDD100K CVG (ours)": "bdd100k_2level"},
         "paper": [
             _p("Kinetics CVG No MD", 6, 50.31, 1.62, 594.99), _p("Kinetics CVG", 6, 48.44, 1.06, 565.95),
             _p("Kinetics CVG No MD", 50, 37.81, 42.29, 1037.79), _p("Kinetics CVG", 50, 49.44, 31.87, 790.97),

@@ -6,7 +6,7 @@ from cvg.config import ConfigError, build_config, level_strides, load_config
 from tests.conftest import REPO, raw_config
 
 
-@pytest.mark.parametrize("name", ["demo", "bdd100k", "bdd100k_nomd", "kinetics600", "kinetics600_nomd", "kinetics600_w3", "ucf101"])
+@pytest.mark.parametrize("name", ["demo", "bdd100k", "bdd100k_2level", "bdd100k_2level_nomd", "kinetics600", "kinetics600_nomd", "kinetics600_w3", "ucf101"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(REPO / "config" / f"{name}.yaml")
     assert cfg.name == name

@@ -107,3 +107,33 @@ def test_demo_data_targets_run_for_real(tmp_path):
     raw["dataset"]["demo"]["object_size"] = [0.1, 0.12]  # new demo settings: rendered again, then all after it
     changed = snakemake(tmp_path, "results/demo/data/index.csv", "-n", "--configfile", str(write_config(cfg, raw)))
     assert "Params have changed" in changed.stdout and all(f"{rule}  " in changed.stdout for rule in ("demo_videos", "manifest", "index"))
+
+
+def planned_jobs(stdout: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job in a dry run's output."""
+    jobs, rule = [], None
+    for line in stdout.splitlines():
+        if line.startswith(("rule ", "localrule ", "checkpoint ")):
+            rule = line.split()[1].rstrip(":")
+        elif rule and line.strip().startswith("wildcards:"):
+            jobs.append((rule, line.split("wildcards:", 1)[1].strip()))
+            rule = None
+    return jobs
+
+
+@pytest.mark.parametrize("table, trained", [
+    (4, {"dataset=kinetics600, level=1", "dataset=kinetics600, level=2", "dataset=kinetics600_w3, level=2"}),
+    (3, {"dataset=kinetics600, level=1", "dataset=kinetics600_w3, level=2", "dataset=kinetics600_nomd, level=2",
+         "dataset=bdd100k_2level, level=1", "dataset=bdd100k_2level, level=2", "dataset=bdd100k_2level_nomd, level=2"}),
+])
+def test_ablations_share_the_data_and_levels_of_their_base(tmp_path, clip_mp4, table, trained):
+    """An ablation that differs from its base only at level 2 reads the base's data and level 1
+    (the same stage fingerprints): Table 4 decodes Kinetics once and trains its level 1 once."""
+    fake_tree("kinetics600", tmp_path / "data" / "kinetics600", clip_mp4)
+    fake_tree("bdd100k", tmp_path / "data" / "bdd100k", clip_mp4)
+    out = snakemake(tmp_path, f"results/tables/table{table}.md", "-n")
+    jobs = planned_jobs(out.stdout)
+    assert {w for rule, w in jobs if rule == "train_level"} == trained, out.stdout[-3000:]
+    assert len([w for rule, w in jobs if rule == "train_level"]) == len(trained)
+    manifests = {w for rule, w in jobs if rule == "manifest"}
+    assert manifests == ({"dataset=kinetics600"} if table == 4 else {"dataset=kinetics600", "dataset=bdd100k_2level"})

@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from cvg.atomic import write_json, write_text
-from cvg.config import ConfigError
+from cvg.config import ConfigError, extends_chain
 from cvg.experiment import build_experiment, load_experiment
 from cvg.fingerprint import fingerprints
 
@@ -17,6 +17,8 @@ def _load_experiments():
     for path in sorted(Path(workflow.basedir, "config").glob("*.yaml")):
         cfg = load_experiment(path)
         experiments[cfg.name], sources[cfg.name] = cfg, str(path)
+    global DEPTH
+    DEPTH = {name: len(extends_chain(path)) for name, path in sources.items()}
     if config.get("name"):  # --configfile / --config: replaces the experiment of that name
         cfg = build_experiment(dict(config), source="--configfile")
         experiments[cfg.name] = cfg
@@ -39,6 +41,37 @@ wildcard_constraints:
 
 def exp(wildcards):
     return EXPERIMENTS[wildcards.dataset]
+
+
+DEPTH = {}  # experiment -> how many configs it extends (set by _load_experiments)
+
+
+def owner(name, stage):
+    """The experiment whose results hold ``stage`` of experiment ``name``: of all experiments
+    whose ``stage`` has the same fingerprint (the same settings, upstream stages and input
+    videos, so the same result), the base-most one (fewest ``extends:``), then by name. An
+    ablation that differs from its base only at level 2 so reads the base's data and level 1."""
+    fp = fingerprints(EXPERIMENTS[name]).fingerprint(stage)
+    same = [other for other, cfg in EXPERIMENTS.items()
+            if stage in fingerprints(cfg).stages() and fingerprints(cfg).fingerprint(stage) == fp]
+    return min(same, key=lambda other: (DEPTH.get(other, 0), other))
+
+
+def data_file(name, filename):
+    """A file of experiment ``name``'s data stage (index.csv, classes.csv ...), where its owner keeps it."""
+    return f"results/{owner(name, 'data')}/data/{filename}"
+
+
+def level_checkpoint(name, level):
+    return f"results/{owner(name, f'train{level}')}/train/level{level}.pt"
+
+
+def level_norm(name, level):
+    return f"results/{owner(name, f'norms{level}')}/samples/norms/level{level}.pt"
+
+
+def samples_file(name, variant):
+    return f"results/{owner(name, f'sample:{variant}')}/samples/{variant}.h5"
 
 
 def fingerprint(stage):

@@ -10,13 +10,13 @@ def metric_samples(wildcards):
     real clips are configured."""
     heldout = exp(wildcards).raw["metrics"]["heldout_split"]
     variants = [v for v in variant_names(len(exp(wildcards).levels)) if heldout or not v.endswith(ON_REAL)]
-    return {table_name(v): f"results/{wildcards.dataset}/samples/{v}.h5" for v in variants}
+    return {table_name(v): samples_file(wildcards.dataset, v) for v in variants}
 
 
 rule metrics:
     input:
         unpack(metric_samples),
-        index="results/{dataset}/data/index.csv",
+        index=lambda wc: data_file(wc.dataset, "index.csv"),
     output:
         report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
         paired=report("results/{dataset}/metrics_paired.csv", category="Metrics", caption="../report/metrics_paired.rst"),
@@ -24,7 +24,7 @@ rule metrics:
     params:
         config=config_file,
         fingerprint=fingerprint("metrics"),
-        cache="results/{dataset}/metrics.cache",
+        cache=lambda wc: f"results/{owner(wc.dataset, 'data')}/metrics.cache",  # real-clip statistics: keyed by the data
         samples=lambda wc: " ".join(f"{model}={path}" for model, path in metric_samples(wc).items()),
     resources:
         **EVAL_RESOURCES,
@@ -39,9 +39,9 @@ rule metrics:
 
 rule psd:
     input:
-        index="results/{dataset}/data/index.csv",
-        cascade="results/{dataset}/samples/cascade.h5",
-        bilinear="results/{dataset}/samples/bilinear.h5",
+        index=lambda wc: data_file(wc.dataset, "index.csv"),
+        cascade=lambda wc: samples_file(wc.dataset, "cascade"),
+        bilinear=lambda wc: samples_file(wc.dataset, "bilinear"),
     output:
         csv="results/{dataset}/psd.csv",
         svg=report("results/{dataset}/psd.svg", category="Metrics", caption="../report/psd.rst"),
@@ -76,14 +76,14 @@ rule per_class:
     input:
         checkpoints=level_checkpoints,
         norms=level_norms,
-        index="results/{dataset}/data/index.csv",
+        index=lambda wc: data_file(wc.dataset, "index.csv"),
     output:
         csv="results/{dataset}/per_class.csv",
         md=report("results/{dataset}/per_class.md", category="Metrics", caption="../report/per_class.rst"),
     params:
         config=config_file,
         fingerprint=fingerprint("per_class"),
-        cache="results/{dataset}/metrics.cache",
+        cache=lambda wc: f"results/{owner(wc.dataset, 'data')}/metrics.cache",  # real-clip statistics: keyed by the data
     resources:
         **EVAL_RESOURCES,
     threads: 2

@@ -4,7 +4,7 @@ from cvg.variants import trained_levels
 
 
 def level_checkpoints(wildcards):
-    return [f"results/{wildcards.dataset}/train/level{lv.index}.pt" for lv in exp(wildcards).levels]
+    return [level_checkpoint(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
 
 
 def level_norms(wildcards):
@@ -12,7 +12,7 @@ def level_norms(wildcards):
     variants; none where ``sample.bn`` is stationary (then there is nothing to prepare)."""
     if exp(wildcards).raw["sample"]["bn"] != "recompute":
         return []
-    return [f"results/{wildcards.dataset}/samples/norms/level{lv.index}.pt" for lv in exp(wildcards).levels]
+    return [level_norm(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
 
 
 rule norms:
@@ -21,7 +21,7 @@ rule norms:
     k reads them, so the passes run once, not once per variant."""
     input:
         checkpoints=lambda wc: level_checkpoints(wc)[: int(wc.level)],
-        prev=lambda wc: [f"results/{wc.dataset}/samples/norms/level{i}.pt" for i in range(1, int(wc.level))],
+        prev=lambda wc: [level_norm(wc.dataset, i) for i in range(1, int(wc.level))],
     output:
         "results/{dataset}/samples/norms/level{level}.pt",
     wildcard_constraints:
@@ -78,7 +78,7 @@ rule sample_baseline:
     input:
         checkpoints=variant_checkpoints,
         norms=variant_norms,
-        index="results/{dataset}/data/index.csv",
+        index=lambda wc: data_file(wc.dataset, "index.csv"),
     output:
         "results/{dataset}/samples/{variant}.h5",
     wildcard_constraints:

@@ -1,6 +1,7 @@
 # Greedy training: one job per level; level l needs the final checkpoints of levels 1..l-1.
 # Resumable state lives in the undeclared results/{dataset}/train/level{l}.work/ folder, so a
 # failed or cancelled job resumes on rerun; the declared output is only the final checkpoint.
+# A level another experiment trains under the same fingerprint is read from there (``owner``).
 
 def slurm_of(wildcards):
     return exp(wildcards).slurm(int(wildcards.level))
@@ -8,8 +9,8 @@ def slurm_of(wildcards):
 
 rule train_level:
     input:
-        index="results/{dataset}/data/index.csv",
-        prev=lambda wc: [f"results/{wc.dataset}/train/level{i}.pt" for i in range(1, int(wc.level))],
+        index=lambda wc: data_file(wc.dataset, "index.csv"),
+        prev=lambda wc: [level_checkpoint(wc.dataset, i) for i in range(1, int(wc.level))],
     output:
         "results/{dataset}/train/level{level}.pt",
     wildcard_constraints:
@@ -38,7 +39,7 @@ rule train_level:
 rule training_losses:
     """Every level's loss / throughput log in one table (a report item)."""
     input:
-        lambda wc: [f"results/{wc.dataset}/train/level{lv.index}.pt" for lv in exp(wc).levels],
+        lambda wc: [level_checkpoint(wc.dataset, lv.index) for lv in exp(wc).levels],
     output:
         csv="results/{dataset}/train/losses.csv",
         svg=report("results/{dataset}/train/losses.svg", category="Training", caption="../report/losses.rst"),
