@@ -35,7 +35,7 @@ from cvg.variants import trained_levels
 def temporal_halo(g: UpsamplingGenerator) -> int:
     """Conditioning frames of context needed on each side of a chunk: every unit's temporal
     conv (kernel 3) reaches one output frame further; outputs come temporal_factor per input."""
-    temporal_convs = sum(1 for b in g.blocks if b.temporal)
+    temporal_convs = sum(b.temporal_convs for b in g.blocks)
     return math.ceil(temporal_convs / g.temporal_factor) + 1
 
 

@@ -120,7 +120,7 @@ def test_upsampling_level_is_fully_convolutional_in_time(refine):
     g.eval()
     set_norm_eval_stats(g, "stationary")
     long_cond = torch.rand(2, 3, 20, 8, 8) * 2 - 1
-    radius = sum(block.temporal for block in g.blocks)  # one kernel-3 temporal conv per unit
+    radius = sum(block.temporal_convs for block in g.blocks)  # each kernel-3 temporal conv reaches one frame further
     w = 8  # window of conditioning frames -> 16 output frames
     with torch.no_grad():
         long = g(long_cond, z, label)

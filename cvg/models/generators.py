@@ -2,11 +2,11 @@
 
 Both start from noise (concatenated with a class embedding when class-conditional) mapped
 by a linear layer to a (mults[0]*ch) x s x s tensor, replicated over time, then stack units,
-each unit two ResNet blocks with the first upsampling 2x (all units but the last). Level 1
-runs a ConvGRU before each unit's blocks; upsampling levels replace it with a separable 3D
-conv as the first block's first conv, and add the conditioning video (frames repeated to the
-output length, nearest-resized, 1x1-conv-mapped) after every block whose resolution does
-not exceed the conditioning video's.
+each unit two 2D ResNet blocks with the first upsampling 2x (all units but the last). Level 1
+runs a ConvGRU before each unit's blocks; upsampling levels replace it with a 3D ResNet block
+of separable 3D convs (temporal kernel 3, then 3x3), and add the conditioning video (frames
+repeated to the output length, nearest-resized, 1x1-conv-mapped) after every block whose
+resolution does not exceed the conditioning video's (appendix B.2).
 """
 
 from __future__ import annotations
@@ -123,13 +123,17 @@ class UpsamplingGenerator(nn.Module):
         self.residuals = nn.ModuleDict()  # block index -> 1x1 conv of the conditioning video
         cin, index = widths[0], 0
         for i, width in enumerate(widths):
-            for block in (GBlock(cin, width, cond_dim, upsample=i < len(widths) - 1, temporal=True), GBlock(width, width, cond_dim, upsample=False)):
+            # a unit: one 3D ResNet block (separable convs, in place of level 1's ConvGRU), then two
+            # 2D ResNet blocks, the first upsampling 2x (all units but the last)
+            unit = (GBlock(cin, cin, cond_dim, upsample=False, temporal=True),
+                    GBlock(cin, width, cond_dim, upsample=i < len(widths) - 1), GBlock(width, width, cond_dim, upsample=False))
+            for block in unit:
                 size = size * 2 if block.upsample else size
                 self.blocks.append(block)
                 if size <= in_resolution:
-                    self.residuals[str(index)] = conv3d(3, width, 1, bias=False)  # feeds a norm: no bias
+                    self.residuals[str(index)] = conv3d(3, block.out_channels, 1, bias=False)  # feeds a norm: no bias
                 index += 1
-                cin = width
+            cin = width
         self.head = OutputHead(cin, cond_dim)
 
     def forward(self, cond_video: torch.Tensor, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:

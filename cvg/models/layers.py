@@ -268,19 +268,21 @@ class SeparableConv3d(nn.Module):
 class GBlock(nn.Module):
     """Generator ResNet block: cnorm-relu-[nearest 2x]-conv-cnorm-relu-conv, plus shortcut.
 
-    ``temporal=True`` makes the first conv a separable 3D conv (the upsampling levels' unit
-    head); otherwise both convs are 2D and applied to every frame independently.
+    ``temporal=True`` makes it a 3D ResNet block whose two convs are separable 3D convs
+    (temporal kernel 3, then 3x3: the upsampling levels' unit head, appendix B.2); otherwise
+    both convs are 2D and applied to every frame independently.
     """
 
     def __init__(self, cin: int, cout: int, cond_dim: int, upsample: bool, temporal: bool = False):
         super().__init__()
-        self.upsample = upsample
+        self.upsample, self.out_channels = upsample, cout
         self.norm1, self.norm2 = ConditionalNorm(cin, cond_dim), ConditionalNorm(cout, cond_dim)
         self.temporal = temporal
+        self.temporal_convs = 2 if temporal else 0  # each reaches one frame further on either side
         # every conv here feeds a normalisation (this block's or the next one's), which removes
         # a bias exactly: a bias would only collect zero-mean gradient noise
         self.conv1 = SeparableConv3d(cin, cout, bias=False) if temporal else conv2d(cin, cout, bias=False)
-        self.conv2 = conv2d(cout, cout, bias=False)
+        self.conv2 = SeparableConv3d(cout, cout, bias=False) if temporal else conv2d(cout, cout, bias=False)
         self.skip = conv2d(cin, cout, 1, bias=False) if (cin != cout) else None
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,7 +291,8 @@ class GBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self._up(F.relu(self.norm1(x, cond)))
         h = self.conv1(h) if self.temporal else per_frame(self.conv1, h)
-        h = per_frame(self.conv2, F.relu(self.norm2(h, cond)))
+        h = F.relu(self.norm2(h, cond))
+        h = self.conv2(h) if self.temporal else per_frame(self.conv2, h)
         skip = self._up(x)
         return h + (per_frame(self.skip, skip) if self.skip is not None else skip)
 
