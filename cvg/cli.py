@@ -98,6 +98,7 @@ def cmd_sample(args) -> int:
     import h5py
 
     from cvg.sample import level_grid, prepared_sampler, write_samples
+    from cvg.variants import WINDOWS
     from cvg.video_io import encode_video
 
     cfg = _config(args.config)
@@ -119,7 +120,8 @@ def cmd_sample(args) -> int:
             raise SystemExit(f"cvg sample: --variant {args.variant} reads held-out real clips, but metrics.heldout_split is null in {args.config}")
         level1 = real_level1(cfg, args.index, split, args.n or s["n_samples"])
     stamp = sampler.fingerprints.stamp(f"sample:{args.variant}")
-    out = write_samples(cfg, sampler, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1, stamp)
+    out = write_samples(cfg, sampler, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1, stamp,
+                        windows=args.variant == WINDOWS)
     with h5py.File(out, "r") as h5:
         print(f"{args.out}: {len(h5['level1'])} samples ({args.variant})")
     if args.grid:
@@ -271,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="cascade",
                    help="cascade (default); untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled"
                    " bilinearly; cascade_to_levelK: trained levels 1..K, the levels above upsampled bilinearly (1 < K < L);"
-                   " VARIANT_on_real (not untrained): that sampler applied to real held-out level-1 clips")
+                   " VARIANT_on_real (not untrained): that sampler applied to real held-out level-1 clips;"
+                   " cascade_windows: the training setup (each upsampling level on random windows of the level below)")
     p.add_argument("--index", help="results/NAME/data/index.csv (the *_on_real variants read their level-1 clips there)")
     p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
     p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")

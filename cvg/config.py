@@ -94,7 +94,13 @@ def _check_metrics(config: dict, source: str) -> None:
     for key in ("real_split", "heldout_split"):
         if m[key] is not None and m[key] not in splits:
             raise ConfigError(f"{source}: metrics.{key}={m[key]!r} is not one of data.splits {splits}")
-    short = sorted(f for f in as_lengths(m["frames"]) if f < MIN_FRAMES)
+    lengths = as_lengths(m["frames"])
+    if m["training_setup"]:
+        top_level = config["levels"][-1]
+        if len(config["levels"]) < 2:
+            raise ConfigError(f"{source}: metrics.training_setup needs an upsampling level (the cascade has one level)")
+        lengths = lengths + [top_level.get("window", config["levels"][-2]["frames"]) * top_level["temporal_factor"]]
+    short = sorted(f for f in lengths if f < MIN_FRAMES)
     if short and m["short_clips"] != "repeat":
         raise ConfigError(
             f"{source}: metrics.frames asks for {short} frames, fewer than I3D's {MIN_FRAMES}: use {MIN_FRAMES} or more, "

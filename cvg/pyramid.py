@@ -106,3 +106,9 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """float (..., 3, T, H, W) in [-1, 1] -> uint8 (..., T, H, W, 3); uint8 input is only moved."""
     x = video if video.dtype == torch.uint8 else quantize(video)
     return x.movedim(-4, -1)
+
+
+def crop_windows(video: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
+    """Per-sample temporal crops of ``window`` frames of (B, C, T, H, W) at ``starts`` (a window
+    of x^{l-1}, as an upsampling level is trained and evaluated on)."""
+    return torch.stack([video[i, :, window_bounds(int(s), window, 1)[0]] for i, s in enumerate(starts)])

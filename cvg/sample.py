@@ -28,8 +28,8 @@ from cvg.fingerprint import Fingerprints, Stamp, from_stamp
 from cvg.models.presets import build_generator, get_preset
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
 from cvg.models.generators import UpsamplingGenerator
-from cvg.pyramid import naive_upsample, to_unit_range
-from cvg.variants import trained_levels
+from cvg.pyramid import crop_windows, naive_upsample, to_unit_range
+from cvg.variants import WINDOWS, trained_levels
 
 
 def temporal_halo(g: UpsamplingGenerator) -> int:
@@ -136,6 +136,46 @@ class CascadeSampler:
             g.eval()
             records.append(norm_record(g, i + 1, settings, gen))
         return records
+
+    def prepare_window_norms(self, passes: int, batch: int, seed: int = 0) -> None:
+        """BN statistics for the training setup (``sample_windows``): each level's per-timestep
+        statistics recomputed with ``passes`` dummy passes at its training length, level 1 from
+        noise and each upsampling level on windows of the already prepared levels' outputs."""
+        gen = torch.Generator().manual_seed(seed)
+        for i, g in enumerate(self.generators):
+            set_norm_eval_stats(g, "per_frame")
+
+            def dummy(i=i, g=g):
+                videos, label = self.sample_windows(batch, levels=i, generator=gen)
+                z = torch.randn(batch, g.z_dim, generator=gen).to(self.device)
+                if i == 0:
+                    return g(z, label, frames=self.config.level(1).frames)
+                return g(self._window(videos[-1], i + 1, gen), z, label)
+
+            recompute_frame_stats(g, dummy, 1 if is_inert_refiner(g) else passes)
+            g.eval()
+
+    def _window(self, video: torch.Tensor, level: int, gen: torch.Generator) -> torch.Tensor:
+        """Random windows of level ``level``'s training length from the level below's ``video``."""
+        window = self.config.level(level).window
+        starts = torch.randint(0, video.shape[2] - window + 1, (video.shape[0],), generator=gen)
+        return crop_windows(video, starts, window)
+
+    @torch.no_grad()
+    def sample_windows(self, n: int, sigma: float = 1.0, seed: int = 0, levels: int | None = None,
+                       generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The training setup, as the paper scores its training-length rows: level 1 at its
+        training length, and each upsampling level applied to a random window of ``window``
+        frames of the level below's output (eq. 3's x̂^{l-1}), giving ``window_out`` frames
+        (Table 1's 12 frames: 6 of level 1's 24 -> 12 at 128x128). Every level's output."""
+        gen = generator or torch.Generator().manual_seed(seed)
+        label = self._labels(n, gen)
+        generators = self.generators[: len(self.generators) if levels is None else levels]
+        zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in generators]
+        videos = [generators[0](zs[0], label, frames=self.config.level(1).frames)] if generators else []
+        for i, (g, z) in enumerate(zip(generators[1:], zs[1:]), start=2):
+            videos.append(g(self._window(videos[-1], i, gen), z, label))
+        return videos, label
 
     def _labels(self, n: int, gen: torch.Generator):
         return torch.randint(0, self.n_classes, (n,), generator=gen).to(self.device) if self.n_classes else None
@@ -269,6 +309,10 @@ def prepared_sampler(config: Config, checkpoints: list[str], variant: str, devic
     files of ``cvg norms`` for the first levels (the workflow prepares each level's statistics
     once, for every variant), so those levels take no passes."""
     sampler = build_sampler(config, checkpoints, variant, device)
+    if variant == WINDOWS:  # statistics at the training lengths, not the unrolled ones
+        s = config.raw["sample"]
+        sampler.prepare_window_norms(s["bn_passes"], s["batch_size"], s["seed"])
+        return sampler
     prepare_with_records(config, sampler, variant, norms)
     return sampler
 
@@ -281,10 +325,11 @@ def to_uint8_frames(video: torch.Tensor):
 
 def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n: int, batch: int,
                   sigma: float, chunk: int | None, level1_frames: int | None, seed: int,
-                  level1: tuple[np.ndarray, np.ndarray] | None = None, stamp: Stamp | None = None) -> Path:
+                  level1: tuple[np.ndarray, np.ndarray] | None = None, stamp: Stamp | None = None, windows: bool = False) -> Path:
     """All levels of ``n`` samples to HDF5 (uint8 level1..L, labels), atomically; the levels the
     sampler has no generator for are the naive (bilinear) upsampling of the one below. With
-    ``level1`` = (uint8 clips (N, T, H, W, 3), labels), level 1 is those clips, not generated."""
+    ``level1`` = (uint8 clips (N, T, H, W, 3), labels), level 1 is those clips, not generated; with
+    ``windows``, the samples are the training setup's (``CascadeSampler.sample_windows``)."""
     if level1 is not None:
         n = len(level1[0])
     out = Path(out)
@@ -293,7 +338,9 @@ def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n:
         with tqdm(total=n, desc=f"sample {out.stem}", unit="video") as bar:
             while written < n:
                 k = min(batch, n - written)
-                if level1 is None:
+                if windows:
+                    videos, labels = sampler.sample_windows(k, sigma, seed=seed + written)
+                elif level1 is None:
                     videos, labels = sampler.sample(k, sigma, level1_frames, chunk, seed=seed + written)
                 else:
                     labels = torch.as_tensor(level1[1][written : written + k])

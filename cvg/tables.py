@@ -11,6 +11,7 @@ import os
 import pandas as pd
 
 from cvg.atomic import write_csv, write_text
+from cvg.variants import WINDOWS
 
 METRICS = ("IS", "FID", "FVD")
 
@@ -80,12 +81,16 @@ def our_rows(label: str, metrics: pd.DataFrame, number: int | None = None) -> li
     cascade = metrics[metrics["model"] == "cascade"]
     if cascade.empty:
         raise ValueError(f"{label}: metrics table has no 'cascade' rows")
+    longest = int(cascade["frames"].max())
     rows = []
-    for frames, group in cascade.groupby("frames", sort=True):
-        values = dict(zip(group["metric"], group["value"]))
-        first = group.iloc[0]
-        note = "; ".join([f"{first['protocol']}; n={int(first['n_samples'])}", *network_notes(group, number)])
-        rows.append({"source": "ours", "model": label, "eval_frames": int(frames), **{m: values.get(m) for m in METRICS}, "note": note})
+    for model, name in (("cascade", label), (WINDOWS, f"{label}, training setup")):
+        for frames, group in metrics[metrics["model"] == model].groupby("frames", sort=True):
+            values = dict(zip(group["metric"], group["value"]))
+            first = group.iloc[0]
+            how = ("random windows of the level below at every upsampling level, as trained (the paper's training-length rows)" if model == WINDOWS
+                   else f"first {frames} frames of the {longest}-frame unroll" if frames < longest else "the whole unroll")
+            note = "; ".join([how, f"{first['protocol']}; n={int(first['n_samples'])}", *network_notes(group, number)])
+            rows.append({"source": "ours", "model": name, "eval_frames": int(frames), **{m: values.get(m) for m in METRICS}, "note": note})
     return rows
 
 

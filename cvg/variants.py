@@ -6,15 +6,17 @@ from __future__ import annotations
 import re
 
 BASE_VARIANTS = ("cascade", "untrained", "bilinear")
+WINDOWS = "cascade_windows"  # the training setup: each upsampling level on random windows of the level below
 ON_REAL = "_on_real"
 PARTIAL = re.compile(r"cascade_to_level(\d+)")
 
 
 def variant_names(n_levels: int) -> list[str]:
     """Every sample variant of an ``n_levels`` cascade: the base ones, ``cascade_to_level{k}``
-    for each intermediate level k, and each of those ``*_on_real``."""
+    for each intermediate level k, each of those ``*_on_real``, and the training setup
+    (``cascade_windows``, scored where ``metrics.training_setup`` asks)."""
     own = [*BASE_VARIANTS, *(f"cascade_to_level{k}" for k in range(2, n_levels))]
-    return own + [f"{v}{ON_REAL}" for v in own if v != "untrained"]
+    return own + [f"{v}{ON_REAL}" for v in own if v != "untrained"] + ([WINDOWS] if n_levels > 1 else [])
 
 
 def trained_levels(variant: str, n_levels: int) -> int:
@@ -25,7 +27,7 @@ def trained_levels(variant: str, n_levels: int) -> int:
         raise ValueError(f"unknown sample variant {variant!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
     variant = variant.removesuffix(ON_REAL)
     partial = PARTIAL.fullmatch(variant)
-    return n_levels if variant == "cascade" else int(partial.group(1)) if partial else 1
+    return n_levels if variant in ("cascade", WINDOWS) else int(partial.group(1)) if partial else 1
 
 
 def table_name(variant: str) -> str:

@@ -43,7 +43,8 @@ EXPECTED_FIRST = {
     "sample.level1_frames": "norms1",
     **{f"sample.{k}": "samples" for k in ("n_samples", "sigma", "grid_sigma", "grid_samples", "chunk")},
     **{f"metrics.{k}": "metrics" for k in ("n_real", "frames", "short_clips", "is_splits", "real_split")},
-    "metrics.heldout_split": "on_real", "metrics.seed": "on_real", "metrics.batch_size": None,
+    "metrics.heldout_split": "on_real", "metrics.seed": "on_real", "metrics.batch_size": None, "metrics.training_setup": "metrics",
+    "metrics.fid_network": "metrics",
     **{f"metrics.per_class.{k}": "per_class" for k in ("groups", "n_samples", "n_real", "frames")},
 }
 
@@ -82,9 +83,10 @@ def test_every_schema_key_has_a_decision():
 # the stages each first stage reaches in the demo's 3-level DAG, written out independently of the code
 def reached(first) -> set[str]:
     samples = {"sample:cascade", "sample:untrained", "sample:bilinear", "sample:cascade_to_level2",
-               "sample:cascade_on_real", "sample:bilinear_on_real", "sample:cascade_to_level2_on_real"}
-    reads_level = {1: samples, 2: {"sample:cascade", "sample:cascade_to_level2", "sample:cascade_on_real", "sample:cascade_to_level2_on_real"},
-                   3: {"sample:cascade", "sample:cascade_on_real"}}
+               "sample:cascade_on_real", "sample:bilinear_on_real", "sample:cascade_to_level2_on_real", "sample:cascade_windows"}
+    reads_level = {1: samples, 2: {"sample:cascade", "sample:cascade_to_level2", "sample:cascade_on_real", "sample:cascade_to_level2_on_real",
+                                   "sample:cascade_windows"},
+                   3: {"sample:cascade", "sample:cascade_on_real", "sample:cascade_windows"}}
     evals = {"metrics", "per_class"}
     if isinstance(first, tuple):
         return set().union(*(reached(f) for f in first))
@@ -148,6 +150,8 @@ def perturbation(key: str, cfg) -> tuple[dict, str]:
         "metrics.per_class.n_real": [("metrics.per_class.n_real", 5)],
         "metrics.per_class.frames": [("metrics.per_class.frames", 12)],
         "dataset.annotations": [("dataset.annotations", "labels.csv")],
+        "metrics.training_setup": [("metrics.training_setup", True), ("metrics.short_clips", "repeat")],  # the demo's 8-frame setup
+        "metrics.fid_network": [("metrics.fid_network", "i3d-kinetics-600.ckpt")],
         "extends": [],
         "name": [("name", "demo2")],
     }

@@ -107,3 +107,36 @@ def test_every_row_names_its_network_and_paper_rows_say_where_it_differs(tmp_pat
     assert "not the paper's Kinetics-600" in k400_row["note"]
     (ucf_row,) = our_rows("ours", rows.assign(network="i3d-k600(x) Mixed_5c"), number=2)
     assert "C3D fine-tuned on UCF101" in ucf_row["note"] and "Kinetics-600" not in ucf_row["note"]
+
+
+def test_the_training_setup_is_scored_at_its_own_length_and_named(tmp_path, monkeypatch):
+    import h5py
+
+    import cvg.metrics.i3d
+    from cvg.metrics.run import evaluate
+    from tests.conftest import stamp_as
+    from tests.test_metrics import CountingI3D
+
+    raw = tiny_raw_config(tmp_path / "videos")
+    raw["levels"][1]["frames"], raw["levels"][0]["frames"], raw["levels"][1]["window"] = 16, 8, 4  # windows 4 -> 8 frames
+    raw["metrics"] = {"frames": [9, 12], "n_real": 10, "batch_size": 5, "is_splits": 2, "training_setup": True, "short_clips": "repeat"}
+    cfg = build_config(raw)
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "shard.h5", "w") as h5:
+        h5["level2"] = rng.integers(0, 256, (10, 16, 8, 8, 3), dtype=np.uint8)
+    pd.DataFrame({"shard": str(tmp_path / "shard.h5"), "row": range(10), "split": "train", "label": -1}).to_csv(tmp_path / "i.csv", index=False)
+    stamp_as(cfg, tmp_path / "i.csv", "data")
+    for name, frames in (("cascade", 16), ("cascade_windows", 8)):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
+            h5["level2"] = rng.integers(0, 256, (10, frames, 8, 8, 3), dtype=np.uint8)
+        stamp_as(cfg, tmp_path / f"{name}.h5", f"sample:{name}")
+    monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu", path=None: CountingI3D(frames=16))
+    table = evaluate(cfg, tmp_path / "i.csv", {n: str(tmp_path / f"{n}.h5") for n in ("cascade", "cascade_windows")},
+                     tmp_path / "m.csv", tmp_path / "cache")
+    frames_of = table.groupby("model")["frames"].agg(lambda f: sorted(set(f))).to_dict()
+    assert frames_of == {"cascade": [9, 12], "cascade_windows": [8]}
+    assert set(table.loc[table["model"] == "cascade_windows", "protocol"]) == {
+        "i3d-k400(tfhub) 8f-repeated-to-16f-training-setup tf1-bilinear224 ref=train:10@seed0"}
+    rows = our_rows("CVG", table)
+    assert [(r["model"], r["eval_frames"]) for r in rows] == [("CVG", 9), ("CVG", 12), ("CVG, training setup", 8)]
+    assert rows[0]["note"].startswith("first 9 frames of the 12-frame unroll") and "random windows" in rows[2]["note"]

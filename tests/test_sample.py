@@ -243,3 +243,31 @@ def test_norm_records_prepare_later_levels_exactly_as_one_pass_would(tmp_path):
         CascadeSampler(cfg, copy.deepcopy(gens)).prepare_norms("recompute", 4, level1_frames=6, batch=2, seed=5, given=given)
     with pytest.raises(ValueError, match="level 2's, expected level 1's"):
         CascadeSampler(cfg, copy.deepcopy(gens)).prepare_norms("recompute", 3, level1_frames=6, batch=2, seed=5, given=records[1:])
+
+
+def test_the_training_setup_upsamples_random_windows_at_the_training_lengths(tmp_path):
+    """cascade_windows (the paper's training-length rows): level 1 at its training length, level
+    2 on a random 2-frame window of it -> 4 frames, each level's BN statistics recomputed at
+    those lengths; the window is a real crop of level 1's output and differs across samples."""
+    from cvg.models.layers import FrameNorm
+
+    cfg, gens = tiny_cascade(tmp_path)
+    sampler = CascadeSampler(cfg, gens)
+    sampler.prepare_window_norms(passes=3, batch=4, seed=0)
+    for level, g in ((1, gens[0]), (2, gens[1])):  # per-timestep statistics of the training length
+        lengths = {m.running_mean.shape[0] for m in g.modules() if isinstance(m, FrameNorm)}
+        assert lengths == {cfg.level(level).window_out}, (level, lengths)
+    videos, labels = sampler.sample_windows(6, seed=1)
+    assert videos[0].shape == (6, 3, 4, 16, 16) and videos[1].shape == (6, 3, 4, 32, 32)
+    again, _ = sampler.sample_windows(6, seed=1)
+    assert torch.equal(videos[1], again[1])  # seeded
+    gen = torch.Generator().manual_seed(1)
+    label = sampler._labels(6, gen)
+    zs = [torch.randn(6, g.z_dim, generator=gen) for g in gens]
+    level1 = gens[0](zs[0], label, frames=4)
+    starts = torch.randint(0, 4 - 2 + 1, (6,), generator=gen)
+    assert len(set(starts.tolist())) > 1
+    from cvg.pyramid import crop_windows
+
+    expected = gens[1](crop_windows(level1, starts, 2), zs[1], label)
+    assert torch.allclose(videos[1], expected, atol=1e-6)

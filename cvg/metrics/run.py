@@ -22,6 +22,7 @@ from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
 from cvg.metrics import i3d
 from cvg.metrics.i3d import K400, network_name
 from cvg.metrics.protocol import RESIZE
+from cvg.variants import WINDOWS
 from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
@@ -68,9 +69,12 @@ def clip_name(frames: int) -> str:
 PROTOCOL_VERSION = f"{RESIZE} v2"
 
 
-def protocol_name(config: Config, frames: int) -> str:
+def protocol_name(config: Config, frames: int, training_setup: bool = False) -> str:
+    """How a row was scored: network, clip length (``-training-setup``: the samples of
+    ``cascade_windows``; otherwise the first frames of the unrolled videos), resize, reference."""
     m = config.raw["metrics"]
-    return f"{K400} {clip_name(frames)} {RESIZE} ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
+    setup = "-training-setup" if training_setup else ""
+    return f"{K400} {clip_name(frames)}{setup} {RESIZE} ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
 
 
 def networks(config: Config) -> dict[str, str]:
@@ -254,13 +258,14 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     batch, top = m["batch_size"], config.top
     lengths = eval_lengths(config)
     fps = index_fingerprints(config, index_path)
-    for path in samples.values():  # stale or too-short samples fail here, before any I3D work
+    setup = top.window_out if WINDOWS in samples else None  # the training setup's samples: scored at their length only
+    for name, path in samples.items():  # stale or too-short samples fail here, before any I3D work
         check_samples(fps, path)
-        sample_batches(path, len(config.levels), max(lengths), batch)
+        sample_batches(path, len(config.levels), setup if name == WINDOWS else max(lengths), batch)
     model, fid_model = load_judges(config, device)
     nets = networks(config)
     rows, paired = [], []
-    for frames in lengths:
+    for frames in sorted(set(lengths) | ({setup} if setup else set())):
         proto = protocol_name(config, frames)
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
                               f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames),
@@ -273,8 +278,11 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
             rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto, nets)
         outputs = {}
         for name, path in samples.items():
+            if (name == WINDOWS) != (frames == setup) and (name == WINDOWS or frames not in lengths):
+                continue  # the training setup at its length; the unrolled samples at metrics.frames
             outputs[name] = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f", fid_model=fid_model)
-            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], proto, nets)
+            row_proto = protocol_name(config, frames, training_setup=True) if name == WINDOWS else proto
+            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], row_proto, nets)
         if paired_csv is not None:
             paired += paired_rows(outputs, (ref_l, ref_f), frames, n_boot)
     table = pd.DataFrame(rows, columns=COLUMNS)

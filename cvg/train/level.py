@@ -23,7 +23,6 @@ import torch.nn as nn
 from cvg.config import Config, LevelSpec, TrainSpec
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
 from cvg.models.presets import ModelPreset, build_discriminators, build_generator, get_preset
-from cvg.pyramid import window_bounds
 from cvg.train.spectrum import spectrum_loss
 
 
@@ -268,8 +267,3 @@ def run_discriminators(ds: nn.ModuleDict, video, cond, label, frames) -> list[to
         else:
             out.append(d(video, label))
     return out
-
-
-def crop_windows(video: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
-    """Per-sample temporal crops of ``window`` frames of (B, C, T, H, W) at ``starts``."""
-    return torch.stack([video[i, :, window_bounds(int(s), window, 1)[0]] for i, s in enumerate(starts)])

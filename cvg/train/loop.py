@@ -37,7 +37,8 @@ from cvg.data.windows import PyramidWindows
 from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.sample import CascadeSampler, level_grid
-from cvg.train.level import Level, crop_windows, step_generator, take_rows
+from cvg.pyramid import crop_windows
+from cvg.train.level import Level, step_generator, take_rows
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -1,15 +1,16 @@
 # Metric tables: FVD / FID / IS of the cascade and its baselines, and the held-out real floor.
 
 from cvg.tables import experiments_of
-from cvg.variants import ON_REAL, table_name, variant_names
+from cvg.variants import ON_REAL, WINDOWS, table_name, variant_names
 
 
 def metric_samples(wildcards):
     """{table model name: samples HDF5}: every sample variant (``cvg.variants``: the cascade, its
     baselines, the cascade cut at each intermediate level); the on-real ones only where held-out
     real clips are configured."""
-    heldout = exp(wildcards).raw["metrics"]["heldout_split"]
-    variants = [v for v in variant_names(len(exp(wildcards).levels)) if heldout or not v.endswith(ON_REAL)]
+    m = exp(wildcards).raw["metrics"]
+    variants = [v for v in variant_names(len(exp(wildcards).levels)) if (m["heldout_split"] or not v.endswith(ON_REAL))
+                and (m["training_setup"] or v != WINDOWS)]
     return {table_name(v): samples_file(wildcards.dataset, v) for v in variants}
 
 

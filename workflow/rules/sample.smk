@@ -82,7 +82,7 @@ rule sample_baseline:
     output:
         "results/{dataset}/samples/{variant}.h5",
     wildcard_constraints:
-        variant="untrained|bilinear|cascade_on_real|bilinear_on_real|cascade_to_level[0-9]+(_on_real)?",
+        variant="untrained|bilinear|cascade_windows|cascade_on_real|bilinear_on_real|cascade_to_level[0-9]+(_on_real)?",
     params:
         config=config_file,
         fingerprint=fingerprint("sample:{variant}"),
