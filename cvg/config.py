@@ -193,6 +193,9 @@ TRAIN_DEFAULTS = {
     "spectrum": 0.0,
     "spectrum_form": "batch",
     "checkpoint_every": 1000,
+    "eval_every": 0,
+    "eval_samples": 64,
+    "early_stop": 0,
     "log_every": 50,
     "sample_every": 1000,
     "seed": 0,
@@ -231,6 +234,9 @@ class TrainSpec:
     spectrum: float
     spectrum_form: str
     checkpoint_every: int
+    eval_every: int
+    eval_samples: int
+    early_stop: int
     log_every: int
     sample_every: int
     seed: int

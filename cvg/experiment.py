@@ -41,6 +41,9 @@ def check_experiment(config: Config, source: str = "config") -> Config:
                               f"{units} generator units at level {lv.index} (each doubles the size): use a multiple of {step}") from None
     for lv in config.levels:
         check_batch(config, lv.index, processes(config, lv.index), source)
+        t = config.train(lv.index)
+        if t.early_stop and not t.eval_every:
+            raise ConfigError(f"{source}: train early_stop={t.early_stop} of level {lv.index} needs evaluations: set train eval_every")
     return config
 
 

@@ -356,3 +356,55 @@ def test_sigterm_under_torchrun_checkpoints_on_every_rank_and_fails(tiny_data, t
     subprocess.run(cvg_train(cfg_path, index, tmp_path / "b.pt", tmp_path / "wb", "--launcher", "torchrun", "--device", "cpu"),
                    check=True, capture_output=True, env=env)
     assert load_checkpoint(tmp_path / "b.pt")["step"] == 60
+
+
+# -- evaluation during training and early stopping ------------------------------------------------------
+def test_the_final_checkpoint_is_the_best_evaluated_step_and_training_stops_early(tiny_data, tmp_path, monkeypatch):  # noqa: F811
+    import json
+
+    import cvg.metrics.i3d
+    import cvg.train.evaluate as evaluate
+    from tests.test_metrics import CountingI3D
+
+    root, raw = tiny_data
+    index = root / "data" / "index.csv"
+    monkeypatch.setattr(cvg.metrics.i3d, "load_i3d", lambda device="cpu", path=None: CountingI3D(frames=16))
+    scores = iter([50.0, 40.0, 45.0, 41.0, 60.0, 1.0])  # best at the 2nd evaluation, then 2 without improvement
+    monkeypatch.setattr(evaluate.LevelEvaluator, "score", lambda self, g, frozen, n: next(scores))
+    cfg = config_with(raw, steps=12, eval_every=2, early_stop=2, eval_samples=4, checkpoint_every=100)
+    train_level(cfg, 1, index, tmp_path / "level1.pt", tmp_path / "w", progress=False)
+    final = load_checkpoint(tmp_path / "level1.pt")
+    chosen = json.loads(final["selection"])
+    assert final["step"] == chosen["step"] == 4 and chosen["fvd"] == 40.0 and chosen["evaluations"] == 4
+    assert "lowest FVD" in chosen["why"] and "stopped early after 2 evaluations" in chosen["why"]
+    assert load_checkpoint(tmp_path / "w" / "latest.pt")["step"] == 8  # it stopped at step 8 of 12
+    rows = (tmp_path / "w" / "eval.csv").read_text().splitlines()
+    assert rows[0] == "step,fvd,best_step,best_fvd" and [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6", "8"]
+    with pytest.raises(ConfigError, match="early_stop=2 of level 1 needs evaluations"):
+        build_experiment({**copy.deepcopy(raw), "train": {"defaults": {"early_stop": 2}}})
+
+
+def test_evaluation_scores_the_level_against_real_clips(tiny_data, tmp_path):  # noqa: F811
+    """The real evaluator (the shipped I3D) on level 1 and on level 2 over the frozen level 1: a finite FVD, on one scale."""
+    from cvg.data.shards import index_fingerprints
+    from cvg.sample import CascadeSampler
+    from cvg.train.evaluate import LevelEvaluator
+    from cvg.train.level import Level
+
+    root, raw = tiny_data
+    index = root / "data" / "index.csv"
+    cfg = config_with(raw, steps=2)
+    fps = index_fingerprints(cfg, index)
+    ev = LevelEvaluator(cfg, 1, index, fps, torch.device("cpu"), 4, tmp_path / "cache")
+    g1 = Level(cfg, 1, 6, torch.device("cpu")).G_final
+    with torch.no_grad():  # training-mode passes: running statistics, as after a training step
+        g1(torch.randn(4, g1.z_dim), torch.arange(4))
+    first = ev.score(g1, None, 6)
+    assert np.isfinite(first) and first > 0 and ev.score(g1, None, 6) == first  # fixed noise
+    assert list((tmp_path / "cache").glob("*.npz"))  # real statistics cached
+    frozen = CascadeSampler(cfg, [g1.eval()])
+    frozen.prepare_norms("stationary", 0, 4, 2)
+    g2 = Level(cfg, 2, 6, torch.device("cpu")).G_final
+    with torch.no_grad():
+        g2(torch.rand(4, 3, 2, 16, 16) * 2 - 1, torch.randn(4, g2.z_dim), torch.arange(4))
+    assert np.isfinite(LevelEvaluator(cfg, 2, index, fps, torch.device("cpu"), 4, tmp_path / "cache").score(g2, frozen, 6))

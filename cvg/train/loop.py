@@ -38,6 +38,7 @@ from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.sample import CascadeSampler, level_grid
 from cvg.pyramid import crop_windows
+from cvg.train.evaluate import LevelEvaluator, Selection
 from cvg.train.level import Level, step_generator, take_rows
 
 
@@ -248,6 +249,36 @@ class CsvLog:
             csv.DictWriter(f, fieldnames=self.FIELDS).writerow(row)
 
 
+def keep_rows_until(path: Path, step: int) -> None:
+    """Drop the rows of a per-step CSV log after ``step`` (what the resumed checkpoint covers)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]))
+
+
+def evaluate_step(evaluator, level: Level, frozen, n_classes: int, step: int, selection: Selection, t, work_dir: Path, final_state) -> bool:
+    """Score the level at ``step``; keep its state as ``best.pt`` when it is the best so far;
+    return whether training should stop early (``train.early_stop`` evaluations without improvement)."""
+    fvd = evaluator.score(level.G_final, frozen, n_classes)
+    selection.evaluations += 1
+    if fvd < selection.fvd:
+        selection.step, selection.fvd, selection.since_best = step, fvd, 0
+        selection.why = (f"lowest FVD ({fvd:.2f}, {t.eval_samples} samples) of the evaluations every {t.eval_every} steps")
+        save_atomic(final_state(selection), work_dir / "best.pt")
+    else:
+        selection.since_best += 1
+    with open(work_dir / "eval.csv", "a", newline="") as f:
+        if f.tell() == 0:
+            f.write("step,fvd,best_step,best_fvd\n")
+        f.write(f"{step},{fvd:.4f},{selection.step},{selection.fvd:.4f}\n")
+    print(f"level {level.spec.index}: step {step} FVD {fvd:.2f} (best {selection.fvd:.2f} at step {selection.step})", flush=True)
+    stop = bool(t.early_stop) and selection.since_best >= t.early_stop
+    if stop:
+        selection.why += f"; training stopped early after {selection.since_best} evaluations without improvement"
+        save_atomic({**load_checkpoint(work_dir / "best.pt"), "selection": json.dumps(selection.to_dict())}, work_dir / "best.pt")
+    return stop
+
+
 def resume_state(work: WorkState, rank: int, world: int, device) -> dict | None:
     """The state to resume from (None: a fresh start). Rank 0 decides (and moves a stale folder
     aside); the other ranks then load the same file."""
@@ -315,6 +346,11 @@ def train_level(
         if rank == 0:
             print(f"level {index}: resuming at step {step} from {work.latest}", flush=True)
     latest = work.latest
+    selection = Selection(**state["selection"]) if state is not None and "selection" in state else Selection()
+    evaluator = None
+    if t.eval_every and rank == 0:
+        evaluator = LevelEvaluator(config, index, data_index, fps, dev, t.eval_samples, work_dir / "eval_cache")
+        keep_rows_until(work_dir / "eval.csv", step)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -351,12 +387,19 @@ def train_level(
             for c in level.micro_batches(len(starts))
         ])
 
+    def final_state(chosen: Selection) -> dict:
+        """The level's artefact: its generator (the moving average where configured) and D,
+        what they were trained under, and which step they are and why."""
+        return {"G": level.G_final.state_dict(), "D": level.D.state_dict(), "ema": t.ema, "index": index, "n_classes": n_classes,
+                "step": step, "selection": json.dumps(chosen.to_dict()), "config": json.dumps(config.raw), "spec": json.dumps(asdict(spec)),
+                "stamp": fps.stamp(stage).to_json()}
+
     log = CsvLog(work_dir / "log.csv", step) if rank == 0 else None
     bar = tqdm(total=t.steps, initial=step, desc=f"level {index}", unit="step", disable=not progress or rank != 0)
     steps_done, tick, tick_step = 0, time.perf_counter(), step
     loss_d = loss_g = torch.tensor(0.0)
     with StopSignals() as signals:
-        while step < t.steps:
+        while step < t.steps and not (t.early_stop and selection.since_best >= t.early_stop):  # (a resumed early stop)
             with autocast:
                 for sub in range(t.d_steps):
                     real, real_cond, label = batch_on_device()
@@ -384,13 +427,22 @@ def train_level(
                 tick, tick_step = now, step
             if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
                 write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
+            early = False
+            if t.eval_every and step % t.eval_every == 0:
+                if rank == 0:
+                    early = evaluate_step(evaluator, level, frozen, n_classes, step, selection, t, work_dir, final_state)
+                early = agree(early, world, dev)
             asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
             stop = step < t.steps and agree(asked, world, dev)
-            if step % t.checkpoint_every == 0 or stop or step == t.steps:  # the last step too: a failed final save resumes there
+            if step % t.checkpoint_every == 0 or stop or early or step == t.steps:  # the last step too: a failed final save resumes there
                 if rank == 0:
                     work.save({"level": level.state_dict(), "step": step, "epoch": stream.epoch, "position": stream.position,
-                               "torch_rng": torch.get_rng_state()})
+                               "torch_rng": torch.get_rng_state(), "selection": selection.to_dict()})
                 barrier(world)
+            if early:
+                print(f"level {index}: early stop at step {step}: {selection.since_best} evaluations without improvement "
+                      f"(best FVD {selection.fvd:.2f} at step {selection.step})", flush=True)
+                break
             if stop:
                 bar.close()
                 print(f"level {index}: stop requested, state of step {step} saved to {latest}", flush=True)
@@ -403,20 +455,11 @@ def train_level(
                 return None
         bar.close()
         if rank == 0:
-            save_atomic(
-                {
-                    "G": level.G_final.state_dict(),
-                    "D": level.D.state_dict(),
-                    "ema": t.ema,
-                    "index": index,
-                    "n_classes": n_classes,
-                    "step": step,
-                    "config": json.dumps(config.raw),
-                    "spec": json.dumps(asdict(spec)),
-                    "stamp": fps.stamp(stage).to_json(),
-                },
-                out_path,
-            )
+            best = work_dir / "best.pt"
+            if t.eval_every and best.exists():  # the best-scoring step's generator, with why it was chosen
+                save_atomic(load_checkpoint(best), out_path)
+            else:
+                save_atomic(final_state(selection if t.eval_every else Selection(step=step)), out_path)
         barrier(world)
         return out_path if rank == 0 else None
 
