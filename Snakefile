@@ -27,5 +27,6 @@ rule all:
         "results/demo/metrics.csv",
         "results/demo/metrics_paired.csv",
         "results/demo/samples/grid.mp4",
+        "results/demo/samples/strip.png",
         "results/demo/psd.svg",
         "results/demo/train/losses.svg",

@@ -211,6 +211,17 @@ def cmd_psd(args) -> int:
     return 0
 
 
+def cmd_strip(args) -> int:
+    from cvg.metrics.run import strip_clips
+    from cvg.plots import frame_strip
+
+    cfg = _config(args.config)
+    rows = strip_clips(cfg, args.index, args.samples, args.classes)
+    frame_strip(rows, args.out, args.frames)
+    print(f"{args.out}: {len(rows)} rows of {args.frames} frames (real clips above, samples below)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvg",
@@ -326,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV: source, frame, frequency, mean, std")
     p.add_argument("--plot", help="also draw the figure (SVG): one panel per frame, log power per source")
     p.set_defaults(func=cmd_psd)
+
+    p = sub.add_parser("strip", help="PNG of frames: real held-out clips above samples of the same classes")
+    p.add_argument("--config", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--samples", required=True, help="samples HDF5 (e.g. results/NAME/samples/cascade.h5)")
+    p.add_argument("--out", required=True, help="PNG")
+    p.add_argument("--classes", type=int, default=3, help="one real and one generated clip of each of the first N classes")
+    p.add_argument("--frames", type=int, default=6, help="frames shown per clip, evenly spaced")
+    p.set_defaults(func=cmd_strip)
 
     model = sub.add_parser("model", help="network presets").add_subparsers(dest="action", required=True)
     p = model.add_parser("summary", help="parameters and activations per sample of every network of a preset")

@@ -1,144 +1,92 @@
-"""Line plots as standalone SVG (small multiples), for the PSD figure and the loss curves.
-
-Plain SVG text keeps plotting free of a graphics stack: the design card's packages have
-none, Snakemake reports embed SVG as is, and a browser opens it directly.
-"""
+"""Figures with matplotlib (the Agg backend, no display): loss curves, the PSD figure of
+appendix D, and frame strips of real clips beside samples. SVG or PNG by the file's suffix,
+written atomically."""
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
-from cvg.atomic import write_text
+import matplotlib
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-@dataclass
-class Series:
-    label: str
-    x: list[float]
-    y: list[float]
-    band: list[float] | None = None  # +- half-width around y (e.g. a std), drawn shaded
+from cvg.atomic import atomic_path  # noqa: E402
 
 
-@dataclass
-class Panel:
-    title: str
-    series: list[Series] = field(default_factory=list)
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick values covering [lo, hi]."""
-    if hi <= lo:
-        return [lo]
-    raw = (hi - lo) / n
-    step = 10 ** math.floor(math.log10(raw))
-    step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _scale(lo: float, hi: float, start: float, span: float):
-    """Data value -> pixel: [lo, hi] onto [start, start + span]."""
-    return lambda v: start + (v - lo) / (hi - lo) * span
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
-
-
-def line_plot_svg(panels: list[Panel], path: str | os.PathLike, xlabel: str, ylabel: str, log_y: bool = False,
-                  title: str = "", panel_size: tuple[int, int] = (300, 220)) -> Path:
-    """Panels side by side sharing the legend (labels coloured in order of first appearance).
-
-    ``log_y`` plots log10(y) (non-positive values are dropped). Written atomically.
-    """
-    labels = list(dict.fromkeys(s.label for p in panels for s in p.series))
-    colour = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
-    pw, ph = panel_size
-    ml, mr, mt, mb = 62, 12, 28, 42
-    top = 28 if title else 4
-    width = len(panels) * (ml + pw + mr)
-    height = top + mt + ph + mb + 18 * len(labels) + 8
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-           '<rect width="100%" height="100%" fill="white"/>']
-    if title:
-        out.append(f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{escape(title)}</text>')
-
-    def transform(y: float) -> float | None:
-        if not log_y:
-            return y
-        return math.log10(y) if y > 0 else None
-
-    for k, panel in enumerate(panels):
-        x0, y0 = k * (ml + pw + mr) + ml, top + mt
-        points = [(x, transform(y)) for s in panel.series for x, y in zip(s.x, s.y)]
-        points = [(x, y) for x, y in points if y is not None and math.isfinite(y) and math.isfinite(x)]
-        if not points:
-            continue
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        xlo, xhi = min(xs), max(xs)
-        ylo, yhi = min(ys), max(ys)
-        xhi, yhi = (xhi if xhi > xlo else xlo + 1), (yhi if yhi > ylo else ylo + 1)
-        sx, sy = _scale(xlo, xhi, x0, pw), _scale(ylo, yhi, y0 + ph, -ph)
-        out.append(f'<text x="{x0 + pw / 2}" y="{y0 - 8}" text-anchor="middle" font-size="12">{escape(panel.title)}</text>')
-        out.append(f'<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
-        for t in _ticks(xlo, xhi):
-            out.append(f'<line x1="{sx(t):.1f}" y1="{y0 + ph}" x2="{sx(t):.1f}" y2="{y0 + ph + 4}" stroke="#444"/>')
-            out.append(f'<text x="{sx(t):.1f}" y="{y0 + ph + 16}" text-anchor="middle">{_fmt(t)}</text>')
-        for t in _ticks(ylo, yhi):
-            text = f"1e{_fmt(t)}" if log_y else _fmt(t)
-            out.append(f'<line x1="{x0 - 4}" y1="{sy(t):.1f}" x2="{x0 + pw}" y2="{sy(t):.1f}" stroke="#ddd"/>')
-            out.append(f'<text x="{x0 - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{text}</text>')
-        out.append(f'<text x="{x0 + pw / 2}" y="{y0 + ph + 32}" text-anchor="middle">{escape(xlabel)}</text>')
-        if k == 0:
-            out.append(f'<text transform="translate({x0 - 48},{y0 + ph / 2}) rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')
-        for s in panel.series:
-            if s.band is not None:
-                upper = [(x, transform(y + b)) for x, y, b in zip(s.x, s.y, s.band)]
-                lower = [(x, transform(y - b)) for x, y, b in zip(s.x, s.y, s.band)]
-                lower = [(x, y if y is not None else ylo) for x, y in lower]
-                ring = [(x, y) for x, y in upper if y is not None] + lower[::-1]
-                ring = [(x, min(max(y, ylo), yhi)) for x, y in ring]
-                pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ring)
-                out.append(f'<polygon points="{pts}" fill="{colour[s.label]}" fill-opacity="0.15" stroke="none"/>')
-            line = [(x, transform(y)) for x, y in zip(s.x, s.y)]
-            pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line if y is not None and math.isfinite(y))
-            out.append(f'<polyline points="{pts}" fill="none" stroke="{colour[s.label]}" stroke-width="1.5"/>')
-    for i, label in enumerate(labels):
-        y = top + mt + ph + mb + 18 * i + 6
-        out.append(f'<line x1="{ml}" y1="{y}" x2="{ml + 24}" y2="{y}" stroke="{colour[label]}" stroke-width="3"/>')
-        out.append(f'<text x="{ml + 30}" y="{y + 4}">{escape(label)}</text>')
-    out.append("</svg>")
-    return write_text(path, "\n".join(out) + "\n")
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "svg", bbox_inches="tight", dpi=110)
+    plt.close(fig)
+    return path
 
 
 def psd_figure(table, path: str | os.PathLike) -> Path:
-    """Appendix D's figure from ``cvg.metrics.psd.psd_table`` rows: one panel per frame index,
-    log power against spatial frequency, each source a line with its subset std shaded."""
-    import pandas as pd
+    """Appendix D's figure from ``cvg.metrics.psd.psd_table`` rows, saved to ``path``."""
+    return save_figure(make_psd_figure(table), path)
 
+
+def make_psd_figure(table):
+    """One panel per frame index, log power against spatial frequency, each source a line with
+    its subset std shaded."""
     table = pd.DataFrame(table)
     table = table[table["frequency"] > 0]  # the DC bin is removed by mean subtraction
-    panels = []
-    for frame, rows in table.groupby("frame", sort=True):
-        series = [Series(str(src), g["frequency"].tolist(), g["mean"].tolist(), g["std"].tolist())
-                  for src, g in rows.groupby("source", sort=False)]
-        panels.append(Panel(f"frame {int(frame) + 1}", series))
-    return line_plot_svg(panels, path, "spatial frequency (cycles/pixel)", "power", log_y=True,
-                         title="Power spectral density over time")
+    frames = sorted(table["frame"].unique())
+    fig, axes = plt.subplots(1, len(frames), figsize=(3.4 * len(frames), 3), sharey=True, squeeze=False)
+    for ax, frame in zip(axes[0], frames):
+        for source, g in table[table["frame"] == frame].groupby("source", sort=False):
+            ax.plot(g["frequency"], g["mean"], label=str(source))
+            ax.fill_between(g["frequency"], (g["mean"] - g["std"]).clip(lower=1e-12), g["mean"] + g["std"], alpha=0.15)
+        ax.set_yscale("log")
+        ax.set_title(f"frame {int(frame) + 1}")
+        ax.set_xlabel("spatial frequency (cycles/pixel)")
+    axes[0][0].set_ylabel("power")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Power spectral density over time")
+    return fig
 
 
 def loss_figure(losses, path: str | os.PathLike) -> Path:
-    """One panel per level: discriminator and generator hinge losses against the step."""
-    import pandas as pd
+    """The loss curves of every level (``make_loss_figure``), saved to ``path``."""
+    return save_figure(make_loss_figure(losses), path)
 
+
+def make_loss_figure(losses):
+    """One panel per level: discriminator and generator hinge losses against the step."""
     losses = pd.DataFrame(losses)
-    panels = [Panel(f"level {int(level)}", [Series("D loss", g["step"].tolist(), g["loss_d"].tolist()),
-                                            Series("G loss", g["step"].tolist(), g["loss_g"].tolist())])
-              for level, g in losses.groupby("level", sort=True)]
-    return line_plot_svg(panels, path, "generator step", "hinge loss", title="Training losses")
+    levels = sorted(losses["level"].unique())
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.4 * len(levels), 3), squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        g = losses[losses["level"] == level]
+        ax.plot(g["step"], g["loss_d"], label="D loss")
+        ax.plot(g["step"], g["loss_g"], label="G loss")
+        ax.set_title(f"level {int(level)}")
+        ax.set_xlabel("generator step")
+    axes[0][0].set_ylabel("hinge loss")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Training losses")
+    return fig
+
+
+def frame_strip(rows: dict[str, np.ndarray], path: str | os.PathLike, frames: int = 6) -> Path:
+    """A grid of frames: one row per clip (``{label: uint8 (T, H, W, 3)}``), ``frames`` evenly
+    spaced frames each, the row's label on the left (real clips above, samples below)."""
+    fig, axes = plt.subplots(len(rows), frames, figsize=(1.1 * frames, 1.1 * len(rows)), squeeze=False)
+    for r, (label, clip) in enumerate(rows.items()):
+        picks = np.linspace(0, len(clip) - 1, frames).round().astype(int)
+        for c, t in enumerate(picks):
+            ax = axes[r][c]
+            ax.imshow(clip[t], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            if r == 0:
+                ax.set_title(f"t={t}", fontsize=7)
+    fig.subplots_adjust(wspace=0.03, hspace=0.05)
+    return save_figure(fig, path)

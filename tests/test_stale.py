@@ -408,3 +408,16 @@ def test_evaluation_scores_the_level_against_real_clips(tiny_data, tmp_path):  #
     with torch.no_grad():
         g2(torch.rand(4, 3, 2, 16, 16) * 2 - 1, torch.randn(4, g2.z_dim), torch.arange(4))
     assert np.isfinite(LevelEvaluator(cfg, 2, index, fps, torch.device("cpu"), 4, tmp_path / "cache").score(g2, frozen, 6))
+
+
+def test_training_writes_tensorboard_events_beside_the_csv_log(tiny_data, tmp_path):  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, raw = tiny_data
+    train_level(config_with(raw, steps=2, log_every=1, sample_every=2), 1, root / "data" / "index.csv", tmp_path / "l1.pt", tmp_path / "w",
+                progress=False)
+    events = EventAccumulator(str(tmp_path / "w" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"level1/loss_d", "level1/loss_g", "level1/samples_per_s"} <= set(tags["scalars"]) and "level1/samples" in tags["images"]
+    assert [e.step for e in events.Scalars("level1/loss_d")] == [1, 2]

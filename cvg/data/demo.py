@@ -41,8 +41,21 @@ class DemoSpec:
     # centred on it, so they move with it: detail finer than the lower levels resolve but
     # predictable from the shape's position, which an upsampling level can learn to draw
     ring_period: float | None = None
+    # "gratings": the drifting textures above; "plain": one dark flat colour per video, so the
+    # objects are the only thing that moves (fewer nuisance factors for a small generator)
+    background: str = "gratings"
+    objects: tuple[int, int] = (1, 2)  # [min, max] objects per video
+    # each shape its own hue (circles red, squares green, triangles blue, in varying shades)
+    # instead of any colour: classes a small generator can tell apart at level 1's 16x16
+    class_colours: bool = False
 
     def __post_init__(self) -> None:
+        if self.background not in ("gratings", "plain"):
+            raise ValueError(f"demo.background must be 'gratings' or 'plain', got {self.background!r}")
+        lo, hi = self.objects
+        if not 1 <= lo <= hi:
+            raise ValueError(f"demo.objects must be [min, max] with 1 <= min <= max, got {[lo, hi]}")
+        object.__setattr__(self, "objects", (int(lo), int(hi)))
         if self.ring_period is not None and not self.ring_period > 0:
             raise ValueError(f"demo.ring_period must be a positive number of pixels, got {self.ring_period}")
         for name in ("object_size", "grating_frequency", "detail_frequency"):  # YAML gives lists; keep the spec hashable
@@ -63,6 +76,9 @@ def _rng(seed: int, split: str, label: int, index: int) -> np.random.Generator:
 def _background(rng: np.random.Generator, spec: DemoSpec, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """Drifting gratings, (T, H, W, 3) float in [0, 1]: texture that moves as a whole."""
     t = np.arange(spec.frames, dtype=np.float32)[:, None, None]
+    if spec.background == "plain":
+        base = rng.uniform(0.02, 0.18, size=3).astype(np.float32)
+        return np.broadcast_to(base, (spec.frames, spec.height, spec.width, 3)).copy()
     base = rng.uniform(0.15, 0.55, size=3).astype(np.float32)
     out = np.broadcast_to(base, (spec.frames, spec.height, spec.width, 3)).copy()
     velocity = rng.uniform(-0.6, 0.6, size=2)
@@ -126,9 +142,12 @@ def render_clip(label: int, index: int, split: str = "train", spec: DemoSpec = D
     shape, motion = CLASSES[label].split("-")
     yy, xx = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
     video = _background(rng, spec, yy, xx)
-    for _ in range(rng.integers(1, 3)):
+    for _ in range(rng.integers(spec.objects[0], spec.objects[1] + 1)):
         radius = rng.uniform(*spec.object_size) * min(spec.width, spec.height)
         colour = rng.uniform(0.55, 1.0, size=3).astype(np.float32) * rng.permutation([1.0, 0.6, 0.2]).astype(np.float32)
+        if spec.class_colours:
+            colour = np.roll(np.array([1.0, rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.3)], np.float32) * rng.uniform(0.8, 1.0),
+                             SHAPES.index(shape))
         path = _trajectory(rng, motion, spec, radius)
         for t, (cx, cy) in enumerate(path):
             mask = _shape_mask(shape, xx, yy, cx, cy, radius)[..., None]

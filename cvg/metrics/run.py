@@ -20,6 +20,7 @@ from cvg.config import Config
 from cvg.data.shards import atomic_csv, index_fingerprints, open_shard, read_clip, read_index
 from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
 from cvg.metrics import i3d
+from cvg.metrics.classifier import cached_classifier, classifier_scores, predict, train_classifier
 from cvg.metrics.i3d import K400, network_name
 from cvg.metrics.protocol import RESIZE
 from cvg.variants import WINDOWS
@@ -203,6 +204,57 @@ def score_rows(model: str, level, frames: int, resolution: int, logits, features
     return [{**base, "metric": metric, "value": value, "network": nets[metric]} for metric, value in values.items()]
 
 
+def strip_clips(config: Config, index_path, samples_path, classes: int = 3) -> dict[str, np.ndarray]:
+    """Real held-out clips above generated ones, one pair per class for the first ``classes``
+    classes (labels from the index and the samples file): the demo's strip PNG."""
+    m = config.raw["metrics"]
+    split = m["heldout_split"] or m["real_split"]
+    rows = split_rows(config, index_path, split, m["n_real"])
+    names = dict(zip(read_index(index_path)["label"], read_index(index_path).get("label_name", read_index(index_path)["label"].astype(str))))
+    top = config.top.frames
+    real, fake = {}, {}
+    with h5py.File(samples_path, "r") as h5:
+        labels = h5["label"][:]
+        for label in sorted(set(rows["label"]))[:classes]:
+            pick = rows[rows["label"] == label].iloc[:1]
+            real[f"real {names.get(label, label)}"] = next(real_batches(config, index_path, split, 1, top, 1, rows=pick)[0])[0]
+            generated = np.flatnonzero(labels == label)
+            if len(generated):
+                fake[f"sample {names.get(label, label)}"] = h5[f"level{len(config.levels)}"][int(generated[0])]
+    return {**real, **fake}
+
+
+def classifier_rows(config: Config, fps: Fingerprints, index_path, samples: dict[str, str], frames: int, cache_dir) -> list[dict]:
+    """ACC and CIS of the held-out real clips (the ceiling) and of every generated set, by the
+    classifier trained on the real_split clips (``cvg.metrics.classifier``), on their first ``frames``."""
+    m = config.raw["metrics"]
+    rows = split_rows(config, index_path, m["real_split"], m["n_real"])
+    if (rows["label"] < 0).all():
+        print("metrics.classifier_steps: the data has no classes; no classifier rows", flush=True)
+        return []
+    n_classes = int(read_index(index_path)["label"].max()) + 1
+    clips = next(real_batches(config, index_path, m["real_split"], m["n_real"], frames, len(rows), rows=rows)[0])
+    key = {"data": fps.fingerprint("data"), "split": m["real_split"], "n": len(rows), "seed": m["seed"], "frames": frames,
+           "steps": m["classifier_steps"], "version": 1}
+    judge = cached_classifier(Path(cache_dir), key, lambda: train_classifier(clips, rows["label"].to_numpy(), n_classes, m["classifier_steps"], m["seed"]))
+    sets = {}
+    if m["heldout_split"]:
+        held = split_rows(config, index_path, m["heldout_split"], m["n_real"])
+        sets[f"real:{m['heldout_split']}"] = ("data", next(real_batches(config, index_path, m["heldout_split"], m["n_real"], frames, len(held),
+                                                                         rows=held)[0]), held["label"].to_numpy())
+    top = len(config.levels)
+    for name, path in samples.items():
+        with h5py.File(path, "r") as h5:
+            sets[name] = (top, h5[f"level{top}"][:, :frames], h5["label"][:])
+    out = []
+    base = {"frames": frames, "resolution": config.top.resolution, "network": "classifier of the dataset's classes",
+            "protocol": f"video classifier on {m['real_split']}:{len(rows)} ({m['classifier_steps']} steps), first {frames}f, chance {1 / n_classes:.3f}"}
+    for name, (level, data, labels) in sets.items():
+        scores = classifier_scores(predict(judge, data), labels)
+        out += [{**base, "model": name, "level": level, "metric": metric, "value": value, "n_samples": len(data)} for metric, value in scores.items()]
+    return out
+
+
 def paired_rows(outputs: dict[str, tuple[np.ndarray, np.ndarray]], ref: tuple[np.ndarray, np.ndarray], frames: int,
                 n_boot: int, seed: int = 0) -> list[dict]:
     """FVD / FID differences (model minus baseline, negative: the model is closer to the real
@@ -235,8 +287,10 @@ def metrics_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) ->
     # the generated sets), and Fréchet distances of different set sizes are biased differently
     wide = table.pivot_table(index=["model", "frames", "n_samples"], columns="metric", values="value", sort=False).reset_index()
     wide = wide.rename(columns={"n_samples": "clips"})
-    wide = wide[["model", "frames", "clips"] + [m for m in ("FVD", "FID", "IS", "IS_std") if m in wide.columns]]
+    wide = wide[["model", "frames", "clips"] + [m for m in ("FVD", "FID", "IS", "IS_std", "ACC", "CIS") if m in wide.columns]]
     nets = "; ".join(f"{metric}: {net}" for metric, net in dict(zip(table["metric"], table["network"])).items() if metric != "IS_std")
+    judge = table.loc[table["metric"] == "ACC", "protocol"]
+    nets += f"; ACC, CIS: {judge.iloc[0]}" if len(judge) else ""
     text = f"# Metrics\n\n{table['protocol'].iloc[0]}\n\nNetworks: {nets}\n\n{markdown_table(wide)}"
     if paired is not None and not paired.empty:
         rows = paired.assign(verdict=[verdict(lo, hi) for lo, hi in zip(paired["ci_low"], paired["ci_high"])], clips=paired["n_samples"])
@@ -285,6 +339,8 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
             rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], row_proto, nets)
         if paired_csv is not None:
             paired += paired_rows(outputs, (ref_l, ref_f), frames, n_boot)
+    if m["classifier_steps"]:
+        rows += classifier_rows(config, fps, index_path, {k: v for k, v in samples.items() if k != WINDOWS}, max(lengths), cache_dir)
     table = pd.DataFrame(rows, columns=COLUMNS)
     paired = pd.DataFrame(paired, columns=PAIRED_COLUMNS) if paired_csv is not None else None
     if paired is not None:  # written first: metrics.csv is the rule's completion marker

@@ -35,6 +35,7 @@ class Selection:
     fvd: float = math.inf
     evaluations: int = 0
     since_best: int = 0  # evaluations without improvement since the best one
+    last_fvd: float = math.nan
     why: str = "the last step (no evaluation during training: train.eval_every is 0)"
 
     def to_dict(self) -> dict:

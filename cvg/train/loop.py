@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from cvg.checkpoint import CheckpointError, check_stamp, load_checkpoint, load_generator, save_atomic
@@ -37,6 +38,7 @@ from cvg.data.windows import PyramidWindows
 from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.sample import CascadeSampler, level_grid
+from cvg.video_io import encode_video
 from cvg.pyramid import crop_windows
 from cvg.train.evaluate import LevelEvaluator, Selection
 from cvg.train.level import Level, step_generator, take_rows
@@ -218,15 +220,15 @@ def n_classes_from(index_path: Path, config: Config) -> int:
 
 
 # -- monitoring -----------------------------------------------------------------------------------
-def write_grid(videos: list[torch.Tensor], path: Path) -> None:
-    """PNG: per sample, its levels stacked (as in the sample videos), time left to right."""
-    from cvg.video_io import encode_video
-
+def write_grid(videos: list[torch.Tensor], path: Path) -> np.ndarray:
+    """PNG: per sample, its levels stacked (as in the sample videos), time left to right; returns the image."""
     frames = level_grid(videos)  # (T, L*H, n*W, 3), samples side by side
     width = videos[-1].shape[-1]
     samples = np.split(frames, frames.shape[2] // width, axis=2)  # n x (T, L*H, W, 3)
     rows = [np.concatenate(list(sample), axis=1) for sample in samples]  # n x (L*H, T*W, 3)
-    encode_video(np.concatenate(rows, axis=0)[None], path, fps=1)
+    image = np.concatenate(rows, axis=0)
+    encode_video(image[None], path, fps=1)
+    return image
 
 
 class CsvLog:
@@ -260,7 +262,7 @@ def evaluate_step(evaluator, level: Level, frozen, n_classes: int, step: int, se
     """Score the level at ``step``; keep its state as ``best.pt`` when it is the best so far;
     return whether training should stop early (``train.early_stop`` evaluations without improvement)."""
     fvd = evaluator.score(level.G_final, frozen, n_classes)
-    selection.evaluations += 1
+    selection.evaluations, selection.last_fvd = selection.evaluations + 1, fvd
     if fvd < selection.fvd:
         selection.step, selection.fvd, selection.since_best = step, fvd, 0
         selection.why = (f"lowest FVD ({fvd:.2f}, {t.eval_samples} samples) of the evaluations every {t.eval_every} steps")
@@ -395,6 +397,8 @@ def train_level(
                 "stamp": fps.stamp(stage).to_json()}
 
     log = CsvLog(work_dir / "log.csv", step) if rank == 0 else None
+    # TensorBoard beside the CSV log (`tensorboard --logdir results/NAME/train`); a resumed run drops the events after its step
+    board = SummaryWriter(str(work_dir / "tensorboard"), purge_step=step + 1 if step else None) if rank == 0 else None
     bar = tqdm(total=t.steps, initial=step, desc=f"level {index}", unit="step", disable=not progress or rank != 0)
     steps_done, tick, tick_step = 0, time.perf_counter(), step
     loss_d = loss_g = torch.tensor(0.0)
@@ -423,14 +427,19 @@ def train_level(
                 rate = (step - tick_step) * t.batch_size * (t.d_steps + 1) / max(now - tick, 1e-9)
                 log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}",
                             "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
+                board.add_scalar(f"level{index}/loss_d", losses[0].item(), step)
+                board.add_scalar(f"level{index}/loss_g", losses[1].item(), step)
+                board.add_scalar(f"level{index}/samples_per_s", rate, step)
                 bar.set_postfix(loss_d=f"{losses[0].item():.3f}", loss_g=f"{losses[1].item():.3f}", samples_s=f"{rate:.1f}")
                 tick, tick_step = now, step
             if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
-                write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
+                grid = write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
+                board.add_image(f"level{index}/samples", grid, step, dataformats="HWC")
             early = False
             if t.eval_every and step % t.eval_every == 0:
                 if rank == 0:
                     early = evaluate_step(evaluator, level, frozen, n_classes, step, selection, t, work_dir, final_state)
+                    board.add_scalar(f"level{index}/eval_fvd", selection.last_fvd, step)
                 early = agree(early, world, dev)
             asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
             stop = step < t.steps and agree(asked, world, dev)
@@ -445,6 +454,8 @@ def train_level(
                 break
             if stop:
                 bar.close()
+                if board is not None:
+                    board.close()
                 print(f"level {index}: stop requested, state of step {step} saved to {latest}", flush=True)
                 if signals.received is not None:
                     raise Interrupted(signals.received, f"level {index}: stopped by {signal.Signals(signals.received).name} after step {step}; "
@@ -452,9 +463,12 @@ def train_level(
                 return None
             if stop_after is not None and steps_done >= stop_after:
                 bar.close()
+                if board is not None:
+                    board.close()
                 return None
         bar.close()
         if rank == 0:
+            board.close()
             best = work_dir / "best.pt"
             if t.eval_every and best.exists():  # the best-scoring step's generator, with why it was chosen
                 save_atomic(load_checkpoint(best), out_path)
@@ -465,7 +479,7 @@ def train_level(
 
 
 @torch.no_grad()
-def write_sample_grid(level: Level, frozen: CascadeSampler | None, path: Path, n_classes: int, device, n: int = 4) -> None:
+def write_sample_grid(level: Level, frozen: CascadeSampler | None, path: Path, n_classes: int, device, n: int = 4) -> np.ndarray:
     """Fixed-noise samples of the level being trained (with the frozen levels' outputs above)."""
     gen = torch.Generator().manual_seed(1234)
     label = (torch.arange(n) % n_classes).to(device) if n_classes else None
@@ -479,6 +493,6 @@ def write_sample_grid(level: Level, frozen: CascadeSampler | None, path: Path, n
             lower, _ = frozen.sample(n, labels=label, generator=gen)
             cond = lower[-1][:, :, : level.spec.window]
             videos = [cond, g(cond, torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
-        write_grid(videos, path)
+        return write_grid(videos, path)
     finally:
         g.train(was_training)

@@ -95,3 +95,18 @@ rule sample_baseline:
         "cvg sample --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --variant {wildcards.variant}"
         " --index {input.index}"
         " --out {output} > {log} 2>&1"
+
+
+rule strip:
+    """A PNG of real held-out clips above samples of the same classes, a few frames each."""
+    input:
+        index=lambda wc: data_file(wc.dataset, "index.csv"),
+        samples=lambda wc: samples_file(wc.dataset, "cascade"),
+    output:
+        report("results/{dataset}/samples/strip.png", category="Samples"),
+    params:
+        config=config_file,
+    log:
+        "results/{dataset}/logs/sample/strip.log",
+    shell:
+        "cvg strip --config {params.config} --index {input.index} --samples {input.samples} --out {output} > {log} 2>&1"
