@@ -144,11 +144,11 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
 
     cfg = load_config(REPO / "config" / "demo.yaml")  # 3 levels
     assert variant_names(3) == ["cascade", "untrained", "bilinear", "cascade_to_level2", "cascade_on_real", "bilinear_on_real",
-                                "cascade_to_level2_on_real"]
+                                "cascade_to_level2_on_real", "cascade_windows"]
     assert "cascade_to_level2" not in variant_names(2)
     assert [trained_levels(v, 3) for v in ("cascade", "untrained", "bilinear_on_real", "cascade_to_level2_on_real")] == [3, 1, 1, 2]
     assert [table_name(v) for v in variant_names(3)] == ["cascade", "untrained_upsampling", "bilinear_level1", "cascade_to_level2", "cascade_on_real_level1",
-                                                         "bilinear_on_real_level1", "cascade_to_level2_on_real_level1"]
+                                                         "bilinear_on_real_level1", "cascade_to_level2_on_real_level1", "cascade_windows"]
     with pytest.raises(ValueError, match="cascade_to_level3"):  # not an intermediate level
         build_sampler(cfg, ["1.pt", "2.pt", "3.pt"], "cascade_to_level3")
     with pytest.raises(ValueError, match="levels 1..2, got 1"):
