@@ -26,6 +26,14 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+def _label_panels(fig, axes, ylabel: str, title: str):
+    """A row of panels: the y label on the first, the legend on the last, the title above."""
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 def psd_figure(table, path: str | os.PathLike) -> Path:
     """Appendix D's figure from ``cvg.metrics.psd.psd_table`` rows, saved to ``path``."""
     return save_figure(make_psd_figure(table), path)
@@ -45,10 +53,7 @@ def make_psd_figure(table):
         ax.set_yscale("log")
         ax.set_title(f"frame {int(frame) + 1}")
         ax.set_xlabel("spatial frequency (cycles/pixel)")
-    axes[0][0].set_ylabel("power")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle("Power spectral density over time")
-    return fig
+    return _label_panels(fig, axes, "power", "Power spectral density over time")
 
 
 def loss_figure(losses, path: str | os.PathLike) -> Path:
@@ -67,10 +72,7 @@ def make_loss_figure(losses):
         ax.plot(g["step"], g["loss_g"], label="G loss")
         ax.set_title(f"level {int(level)}")
         ax.set_xlabel("generator step")
-    axes[0][0].set_ylabel("hinge loss")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle("Training losses")
-    return fig
+    return _label_panels(fig, axes, "hinge loss", "Training losses")
 
 
 def frame_strip(rows: dict[str, np.ndarray], path: str | os.PathLike, frames: int = 6) -> Path:
