@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cvg.config import TRAIN_DEFAULTS, Config
+from cvg.atomic import write_text
 from cvg.models.presets import get_preset
 from cvg.variants import ON_REAL, trained_levels, variant_names
 
@@ -363,7 +364,6 @@ def stamp_file(artifact: str | os.PathLike) -> Path:
 
 
 def write_stamp_file(artifact: str | os.PathLike, stamp: Stamp) -> None:
-    from cvg.atomic import write_text
 
     write_text(stamp_file(artifact), stamp.to_json() + "\n")
 

@@ -28,7 +28,7 @@ from cvg.fingerprint import Fingerprints, Stamp, from_stamp
 from cvg.models.presets import build_generator, get_preset
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
 from cvg.models.generators import UpsamplingGenerator
-from cvg.pyramid import crop_windows, naive_upsample, to_unit_range
+from cvg.pyramid import crop_windows, naive_upsample, quantize, to_uint8, to_unit_range
 from cvg.variants import WINDOWS, trained_levels
 
 
@@ -199,8 +199,6 @@ class CascadeSampler:
                    chunk: int | None = None, uint8_top: bool = False) -> list[torch.Tensor]:
         """Levels 1..len(zs) from given per-level noise: ``sample`` draws its own; the training
         loop draws a global batch's noise and passes its rank's slice (eq. 3's x̂^{l-1})."""
-        from cvg.pyramid import quantize
-
         videos = [self.generators[0](zs[0].to(self.device), label, frames=level1_frames or self.config.level(1).frames)]
         return self._upsample(videos, [z.to(self.device) for z in zs[1:]], label, chunk, quantize if uint8_top else None)
 
@@ -318,8 +316,6 @@ def prepared_sampler(config: Config, checkpoints: list[str], variant: str, devic
 
 
 def to_uint8_frames(video: torch.Tensor):
-    from cvg.pyramid import to_uint8
-
     return to_uint8(video.cpu()).numpy()
 
 

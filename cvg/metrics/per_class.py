@@ -19,10 +19,12 @@ from cvg.config import Config
 from cvg.atomic import write_text
 from cvg.data.shards import atomic_csv, index_fingerprints, read_index
 from cvg.fingerprint import write_stamp_file
+from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.frechet import frechet_from_samples, inception_score
 from cvg.metrics.i3d import K400
 from cvg.metrics.protocol import RESIZE
 from cvg.metrics.run import cache_key, choose_clips, eval_lengths, i3d_of, load_judges, networks, real_batches, real_cache
+from cvg.tables import markdown_table
 
 COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD",
            "n_heldout", "floor_FID", "floor_FVD", "networks", "protocol"]
@@ -80,7 +82,6 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
                      device: str = "cpu") -> pd.DataFrame:
     """Score ``sampler`` (a prepared, class-conditional CascadeSampler) class by class; write the
     table (and, with ``markdown``, the table with group means and the paper's numbers)."""
-    from cvg.metrics.extract import i3d_outputs
 
     if not sampler.n_classes:
         raise ValueError("per-class scores need a class-conditional cascade (its level 1 has no class embedding)")
@@ -136,7 +137,6 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
 def per_class_markdown(table: pd.DataFrame) -> str:
     """The per-class table beside the paper's numbers (where the class is one of appendix E's),
     and the mean of each group."""
-    from cvg.tables import markdown_table
 
     wide = table[["group", "class", "n_real", "IS", "FID", "FVD", "floor_FID", "floor_FVD"]].rename(
         columns={"n_real": "real videos", "floor_FID": "held-out real FID", "floor_FVD": "held-out real FVD"})

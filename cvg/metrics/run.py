@@ -21,8 +21,10 @@ from cvg.data.shards import atomic_csv, index_fingerprints, open_shard, read_cli
 from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
 from cvg.metrics import i3d
 from cvg.metrics.classifier import cached_classifier, classifier_scores, predict, train_classifier
+from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.i3d import K400, network_name
 from cvg.metrics.protocol import RESIZE
+from cvg.tables import markdown_table
 from cvg.variants import WINDOWS
 from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
@@ -170,7 +172,6 @@ def cache_key(config: Config, fps: Fingerprints, split: str, n: int, frames: int
 def i3d_of(model, batches_and_n, desc: str, cache: Path | None = None, key: str = "", fid_model=None) -> tuple[np.ndarray, np.ndarray]:
     """I3D (logits, features) of a clip set; with ``cache``, read from it when it was computed
     for the same ``key`` (``cache_key``), else computed and cached."""
-    from cvg.metrics.extract import i3d_outputs
 
     if cache is not None and cache.exists():
         with np.load(cache) as data:
@@ -281,7 +282,6 @@ def verdict(ci_low: float, ci_high: float) -> str:
 def metrics_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
     """The metric table (one row per model and length) and, when given, the paired differences
     with their verdict: the table says whether the cascade beat its baselines."""
-    from cvg.tables import markdown_table
 
     # the clip count is a column, not a header: rows differ (a held-out split can be smaller than
     # the generated sets), and Fréchet distances of different set sizes are biased differently

@@ -22,10 +22,10 @@ import submitit
 
 from cvg.config import Config
 from cvg.experiment import check_batch, load_experiment
+from cvg.train.loop import train_level
 
 
 def _train(config_path: str, level: int, data_index: str, out: str, work: str, prev: list[str], device: str | None, stop_requested=None) -> str | None:
-    from cvg.train.loop import train_level
 
     result = train_level(load_experiment(config_path), level, data_index, out, work, prev, device=device, stop_requested=stop_requested)
     return str(result) if result else None
