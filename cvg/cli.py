@@ -211,6 +211,27 @@ def cmd_psd(args) -> int:
     return 0
 
 
+def cmd_losses(args) -> int:
+    from cvg.atomic import write_csv
+    from cvg.plots import loss_figure
+    from cvg.train.loop import training_logs
+
+    losses = training_logs(args.checkpoints)
+    write_csv(losses, args.csv)
+    if args.plot:
+        loss_figure(losses, args.plot)
+    print(f"{args.csv}: {len(losses)} log rows of {losses['level'].nunique()} levels")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from cvg.tables import render
+
+    table = render(args.number, dict(item.split("=", 1) for item in args.metrics), args.csv, args.markdown)
+    print(f"{args.markdown}: table {args.number}, {len(table)} rows")
+    return 0
+
+
 def cmd_strip(args) -> int:
     from cvg.metrics.run import strip_clips
     from cvg.plots import frame_strip
@@ -337,6 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV: source, frame, frequency, mean, std")
     p.add_argument("--plot", help="also draw the figure (SVG): one panel per frame, log power per source")
     p.set_defaults(func=cmd_psd)
+
+    p = sub.add_parser("losses", help="every level's training log in one CSV, and the loss curves")
+    p.add_argument("--checkpoints", nargs="+", required=True, help="results/NAME/train/levelL.pt (their levelL.work/log.csv are read)")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--plot", help="figure of the losses (SVG or PNG)")
+    p.set_defaults(func=cmd_losses)
+
+    p = sub.add_parser("table", help="a paper table: the published numbers beside ours")
+    p.add_argument("--number", type=int, required=True, choices=[1, 2, 3, 4, 5])
+    p.add_argument("--metrics", nargs="+", required=True, help="EXPERIMENT=results/EXPERIMENT/metrics.csv pairs")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("strip", help="PNG of frames: real held-out clips above samples of the same classes")
     p.add_argument("--config", required=True)

@@ -231,6 +231,17 @@ def write_grid(videos: list[torch.Tensor], path: Path) -> np.ndarray:
     return image
 
 
+def training_logs(checkpoints: list[str | os.PathLike]) -> pd.DataFrame:
+    """The ``log.csv`` of each level's work folder (``levelL.pt`` -> ``levelL.work/log.csv``), with a level column."""
+    logs = []
+    for path in map(Path, checkpoints):
+        log = path.with_suffix(".work") / "log.csv"
+        if not log.is_file():
+            raise FileNotFoundError(f"training log not found: {log} (the work folder of {path})")
+        logs.append(pd.read_csv(log).assign(level=int(path.stem.removeprefix("level"))))
+    return pd.concat(logs, ignore_index=True)
+
+
 class CsvLog:
     FIELDS = ["step", "epoch", "loss_d", "loss_g", "samples_per_s", "seconds"]
 

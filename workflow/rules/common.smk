@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +11,10 @@ from cvg.atomic import write_json, write_text
 from cvg.config import ConfigError, extends_chain
 from cvg.experiment import build_experiment, load_experiment
 from cvg.fingerprint import fingerprints
+from cvg.tables import experiments_of
+from cvg.variants import ON_REAL, WINDOWS, table_name, trained_levels, variant_names
+
+ENV = "../../envs/cvg.yaml"  # every rule's conda environment (`--use-conda`): the project's one
 
 
 def _load_experiments():
@@ -52,8 +57,7 @@ def owner(name, stage):
     videos, so the same result), the base-most one (fewest ``extends:``), then by name. An
     ablation that differs from its base only at level 2 so reads the base's data and level 1."""
     fp = fingerprints(EXPERIMENTS[name]).fingerprint(stage)
-    same = [other for other, cfg in EXPERIMENTS.items()
-            if stage in fingerprints(cfg).stages() and fingerprints(cfg).fingerprint(stage) == fp]
+    same = [other for other, cfg in EXPERIMENTS.items() if stage in fingerprints(cfg).stages() and fingerprints(cfg).fingerprint(stage) == fp]
     return min(same, key=lambda other: (DEPTH.get(other, 0), other))
 
 
@@ -139,3 +143,74 @@ def eval_resource(key):
 
 # resources of every sampling / metric rule: `resources: **EVAL_RESOURCES`
 EVAL_RESOURCES = {key: eval_resource(key) for key in ("runtime", "mem_mb", "gpu", "cpus_per_task", "slurm_partition", "slurm_account")}
+
+
+# -- helpers of the stage rules --------------------------------------------------------------
+def demo_roots():
+    return {name: cfg.dataset.root for name, cfg in EXPERIMENTS.items() if cfg.dataset.kind == "demo"}
+
+
+def demo_experiment(root):
+    """The name of the demo experiment whose videos go to ``root``."""
+    return next(name for name, r in demo_roots().items() if r == root)
+
+
+def dataset_input(wildcards):
+    """The dataset directory; for real datasets it must exist before the DAG is built."""
+    cfg = exp(wildcards)
+    if cfg.dataset.kind == "demo":
+        return cfg.dataset.root  # produced by rule demo_videos
+    root = Path(cfg.dataset.root)
+    if not root.is_dir():
+        raise WorkflowError(
+            f"dataset '{cfg.name}' ({cfg.dataset.kind}) not found: expected it at {root.resolve()}. "
+            f"Download it there or set dataset.root in {CONFIG_FILES[cfg.name]} (see README, 'Real datasets')."
+        )
+    return []
+
+
+def all_shards(wildcards, suffix=".h5"):
+    import pandas as pd
+    from cvg.data.shards import shard_keys
+
+    manifest = checkpoints.manifest.get(dataset=wildcards.dataset).output.manifest
+    keys = shard_keys(pd.read_csv(manifest, keep_default_na=False))
+    return [f"results/{wildcards.dataset}/data/shards/{split}/{shard:05d}{suffix}" for split, shard in keys]
+
+
+def slurm_of(wildcards):
+    return exp(wildcards).slurm(int(wildcards.level))
+
+
+def level_checkpoints(wildcards):
+    return [level_checkpoint(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
+
+
+def level_norms(wildcards):
+    """Every level's BN statistics for sampling (``rule norms``), prepared once for all the sample
+    variants; none where ``sample.bn`` is stationary (then there is nothing to prepare)."""
+    if exp(wildcards).raw["sample"]["bn"] != "recompute":
+        return []
+    return [level_norm(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
+
+
+def variant_checkpoints(wildcards):
+    """The checkpoints a variant reads (``cvg.variants.trained_levels``), so retraining a level
+    leaves the samples that ignore it alone."""
+    return level_checkpoints(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
+
+
+def variant_norms(wildcards):
+    """The BN statistics of the trained levels a variant samples (the untrained baseline: level 1's)."""
+    return level_norms(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
+
+
+def metric_samples(wildcards):
+    """{table model name: samples HDF5}: every sample variant (``cvg.variants``: the cascade, its
+    baselines, the cascade cut at each intermediate level); the on-real ones only where held-out
+    real clips are configured."""
+    m = exp(wildcards).raw["metrics"]
+    variants = [
+        v for v in variant_names(len(exp(wildcards).levels)) if (m["heldout_split"] or not v.endswith(ON_REAL)) and (m["training_setup"] or v != WINDOWS)
+    ]
+    return {table_name(v): samples_file(wildcards.dataset, v) for v in variants}

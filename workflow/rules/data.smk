@@ -1,18 +1,5 @@
 # Data stage: manifest (checkpoint) -> one job per HDF5 shard -> index.
 
-def dataset_input(wildcards):
-    """The dataset directory; for real datasets it must exist before the DAG is built."""
-    cfg = exp(wildcards)
-    if cfg.dataset.kind == "demo":
-        return cfg.dataset.root  # produced by rule demo_videos
-    root = Path(cfg.dataset.root)
-    if not root.is_dir():
-        raise WorkflowError(
-            f"dataset '{cfg.name}' ({cfg.dataset.kind}) not found: expected it at {root.resolve()}. "
-            f"Download it there or set dataset.root in {CONFIG_FILES[cfg.name]} (see README, 'Real datasets')."
-        )
-    return []
-
 
 checkpoint manifest:
     input:
@@ -20,11 +7,13 @@ checkpoint manifest:
     output:
         manifest="results/{dataset}/data/manifest.csv",
         classes="results/{dataset}/data/classes.csv",
+    log:
+        "results/{dataset}/logs/manifest.log",
+    conda:
+        ENV
     params:
         config=config_file,
         fingerprint=fingerprint("data"),
-    log:
-        "results/{dataset}/logs/manifest.log",
     shell:
         "cvg data manifest --config {params.config} --manifest {output.manifest} --classes {output.classes} > {log} 2>&1"
 
@@ -35,25 +24,18 @@ rule shard:
     output:
         shard="results/{dataset}/data/shards/{split}/{shard}.h5",
         failures="results/{dataset}/data/shards/{split}/{shard}.failures.csv",
+    log:
+        "results/{dataset}/logs/shards/{split}/{shard}.log",
+    conda:
+        ENV
+    threads: lambda wc: exp(wc).data.workers
     params:
         config=config_file,
         shard=lambda wc: int(wc.shard),
         fingerprint=fingerprint("data"),
-    threads: lambda wc: exp(wc).data.workers
-    log:
-        "results/{dataset}/logs/shards/{split}/{shard}.log",
     shell:
         "cvg data shard --config {params.config} --manifest {input.manifest} --split {wildcards.split}"
         " --shard {params.shard} --out {output.shard} --failures {output.failures} --workers {threads} > {log} 2>&1"
-
-
-def all_shards(wildcards, suffix=".h5"):
-    import pandas as pd
-    from cvg.data.shards import shard_keys
-
-    manifest = checkpoints.manifest.get(dataset=wildcards.dataset).output.manifest
-    keys = shard_keys(pd.read_csv(manifest, keep_default_na=False))
-    return [f"results/{wildcards.dataset}/data/shards/{split}/{shard:05d}{suffix}" for split, shard in keys]
 
 
 rule index:
@@ -65,11 +47,13 @@ rule index:
         index="results/{dataset}/data/index.csv",
         counts="results/{dataset}/data/counts.csv",
         failures="results/{dataset}/data/failures.csv",
+    log:
+        "results/{dataset}/logs/index.log",
+    conda:
+        ENV
     params:
         config=config_file,
         fingerprint=fingerprint("data"),
-    log:
-        "results/{dataset}/logs/index.log",
     shell:
         "cvg data index --config {params.config} --shards {input.shards} --shard-failures {input.failures} --classes {input.classes}"
         " --index {output.index} --counts {output.counts} --failures {output.failures} > {log} 2>&1"

@@ -1,39 +1,28 @@
 # Metric tables: FVD / FID / IS of the cascade and its baselines, and the held-out real floor.
 
-from cvg.tables import experiments_of
-from cvg.variants import ON_REAL, WINDOWS, table_name, variant_names
-
-
-def metric_samples(wildcards):
-    """{table model name: samples HDF5}: every sample variant (``cvg.variants``: the cascade, its
-    baselines, the cascade cut at each intermediate level); the on-real ones only where held-out
-    real clips are configured."""
-    m = exp(wildcards).raw["metrics"]
-    variants = [v for v in variant_names(len(exp(wildcards).levels)) if (m["heldout_split"] or not v.endswith(ON_REAL))
-                and (m["training_setup"] or v != WINDOWS)]
-    return {table_name(v): samples_file(wildcards.dataset, v) for v in variants}
-
 
 rule metrics:
     input:
         unpack(metric_samples),
         index=lambda wc: data_file(wc.dataset, "index.csv"),
     output:
-        report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
+        csv=report("results/{dataset}/metrics.csv", category="Metrics", caption="../report/metrics.rst"),
         paired=report("results/{dataset}/metrics_paired.csv", category="Metrics", caption="../report/metrics_paired.rst"),
         markdown=report("results/{dataset}/metrics.md", category="Metrics", caption="../report/metrics.rst"),
+    log:
+        "results/{dataset}/logs/metrics.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **EVAL_RESOURCES,
     params:
         config=config_file,
         fingerprint=fingerprint("metrics"),
         cache=lambda wc: f"results/{owner(wc.dataset, 'data')}/metrics.cache",  # real-clip statistics: keyed by the data
         samples=lambda wc: " ".join(f"{model}={path}" for model, path in metric_samples(wc).items()),
-    resources:
-        **EVAL_RESOURCES,
-    threads: 2
-    log:
-        "results/{dataset}/logs/metrics.log",
     shell:
-        "cvg metrics --config {params.config} --index {input.index} --out {output[0]} --paired {output.paired}"
+        "cvg metrics --config {params.config} --index {input.index} --out {output.csv} --paired {output.paired}"
         " --markdown {output.markdown}"
         " --cache {params.cache} --samples {params.samples} > {log} 2>&1"
 
@@ -46,11 +35,13 @@ rule psd:
     output:
         csv="results/{dataset}/psd.csv",
         svg=report("results/{dataset}/psd.svg", category="Metrics", caption="../report/psd.rst"),
+    log:
+        "results/{dataset}/logs/psd.log",
+    conda:
+        ENV
     params:
         config=config_file,
         n=lambda wc: exp(wc).raw["metrics"]["n_real"],
-    log:
-        "results/{dataset}/logs/psd.log",
     shell:
         "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output.csv} --plot {output.svg}"
         " --samples cascade={input.cascade} bilinear_level1={input.bilinear} > {log} 2>&1"
@@ -63,12 +54,16 @@ rule paper_table:
     output:
         csv="results/tables/table{number}.csv",
         md=report("results/tables/table{number}.md", category="Paper tables"),
+    log:
+        "results/tables/logs/table{number}.log",
     wildcard_constraints:
         number="[1-5]",
-    run:
-        from cvg.tables import render
-
-        render(int(wildcards.number), dict(input), output.csv, output.md)
+    conda:
+        ENV
+    params:
+        metrics=lambda wc, input: " ".join(f"{name}={path}" for name, path in input.items()),
+    shell:
+        "cvg table --number {wildcards.number} --metrics {params.metrics} --csv {output.csv} --markdown {output.md} > {log} 2>&1"
 
 
 rule per_class:
@@ -81,15 +76,17 @@ rule per_class:
     output:
         csv="results/{dataset}/per_class.csv",
         md=report("results/{dataset}/per_class.md", category="Metrics", caption="../report/per_class.rst"),
+    log:
+        "results/{dataset}/logs/per_class.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **EVAL_RESOURCES,
     params:
         config=config_file,
         fingerprint=fingerprint("per_class"),
         cache=lambda wc: f"results/{owner(wc.dataset, 'data')}/metrics.cache",  # real-clip statistics: keyed by the data
-    resources:
-        **EVAL_RESOURCES,
-    threads: 2
-    log:
-        "results/{dataset}/logs/per_class.log",
     shell:
         "cvg per-class --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --index {input.index}"
         " --out {output.csv} --markdown {output.md} --cache {params.cache} > {log} 2>&1"

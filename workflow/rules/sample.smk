@@ -1,19 +1,5 @@
 # Frozen-cascade sampling: the trained cascade, its baselines, its per-level cuts and their on-real-input variants for the metrics table.
 
-from cvg.variants import trained_levels
-
-
-def level_checkpoints(wildcards):
-    return [level_checkpoint(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
-
-
-def level_norms(wildcards):
-    """Every level's BN statistics for sampling (``rule norms``), prepared once for all the sample
-    variants; none where ``sample.bn`` is stationary (then there is nothing to prepare)."""
-    if exp(wildcards).raw["sample"]["bn"] != "recompute":
-        return []
-    return [level_norm(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
-
 
 rule norms:
     """Level k's per-timestep BN statistics at the sampled length (appendix A's dummy passes over
@@ -24,16 +10,18 @@ rule norms:
         prev=lambda wc: [level_norm(wc.dataset, i) for i in range(1, int(wc.level))],
     output:
         "results/{dataset}/samples/norms/level{level}.pt",
+    log:
+        "results/{dataset}/logs/sample/norms_level{level}.log",
     wildcard_constraints:
         level=r"\d+",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **EVAL_RESOURCES,
     params:
         config=config_file,
         fingerprint=fingerprint("norms{level}"),
-    resources:
-        **EVAL_RESOURCES,
-    threads: 2
-    log:
-        "results/{dataset}/logs/sample/norms_level{level}.log",
     shell:
         "cvg norms --config {params.config} --checkpoints {input.checkpoints} --prev {input.prev} --out {output} > {log} 2>&1"
 
@@ -46,28 +34,19 @@ rule sample:
         samples="results/{dataset}/samples/cascade.h5",
         mp4=report("results/{dataset}/samples/grid.mp4", category="Samples", caption="../report/grid.rst"),
         gif="results/{dataset}/samples/grid.gif",
+    log:
+        "results/{dataset}/logs/sample/cascade.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **EVAL_RESOURCES,
     params:
         config=config_file,
         fingerprint=fingerprint("sample:cascade"),
-    resources:
-        **EVAL_RESOURCES,
-    threads: 2
-    log:
-        "results/{dataset}/logs/sample/cascade.log",
     shell:
         "cvg sample --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --variant cascade --out {output.samples}"
         " --grid {output.mp4} {output.gif} > {log} 2>&1"
-
-
-def variant_checkpoints(wildcards):
-    """The checkpoints a variant reads (``cvg.variants.trained_levels``), so retraining a level
-    leaves the samples that ignore it alone."""
-    return level_checkpoints(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
-
-
-def variant_norms(wildcards):
-    """The BN statistics of the trained levels a variant samples (the untrained baseline: level 1's)."""
-    return level_norms(wildcards)[: trained_levels(wildcards.variant, len(exp(wildcards).levels))]
 
 
 rule sample_baseline:
@@ -81,16 +60,18 @@ rule sample_baseline:
         index=lambda wc: data_file(wc.dataset, "index.csv"),
     output:
         "results/{dataset}/samples/{variant}.h5",
+    log:
+        "results/{dataset}/logs/sample/{variant}.log",
     wildcard_constraints:
         variant="untrained|bilinear|cascade_windows|cascade_on_real|bilinear_on_real|cascade_to_level[0-9]+(_on_real)?",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **EVAL_RESOURCES,
     params:
         config=config_file,
         fingerprint=fingerprint("sample:{variant}"),
-    resources:
-        **EVAL_RESOURCES,
-    threads: 2
-    log:
-        "results/{dataset}/logs/sample/{variant}.log",
     shell:
         "cvg sample --config {params.config} --checkpoints {input.checkpoints} --norms {input.norms} --variant {wildcards.variant}"
         " --index {input.index}"
@@ -104,9 +85,11 @@ rule strip:
         samples=lambda wc: samples_file(wc.dataset, "cascade"),
     output:
         report("results/{dataset}/samples/strip.png", category="Samples"),
-    params:
-        config=config_file,
     log:
         "results/{dataset}/logs/sample/strip.log",
+    conda:
+        ENV
+    params:
+        config=config_file,
     shell:
         "cvg strip --config {params.config} --index {input.index} --samples {input.samples} --out {output} > {log} 2>&1"

@@ -3,9 +3,6 @@
 # failed or cancelled job resumes on rerun; the declared output is only the final checkpoint.
 # A level another experiment trains under the same fingerprint is read from there (``owner``).
 
-def slurm_of(wildcards):
-    return exp(wildcards).slurm(int(wildcards.level))
-
 
 rule train_level:
     input:
@@ -13,12 +10,12 @@ rule train_level:
         prev=lambda wc: [level_checkpoint(wc.dataset, i) for i in range(1, int(wc.level))],
     output:
         "results/{dataset}/train/level{level}.pt",
+    log:
+        "results/{dataset}/logs/train/level{level}.log",
     wildcard_constraints:
         level=r"\d+",
-    params:
-        config=config_file,
-        fingerprint=fingerprint("train{level}"),
-        work=lambda wc: f"results/{wc.dataset}/train/level{wc.level}.work",
+    conda:
+        ENV
     threads: lambda wc: slurm_of(wc).cpus_per_task if exp(wc).train(int(wc.level)).launcher != "local" else 2
     resources:
         runtime=lambda wc: slurm_of(wc).time_min,
@@ -29,8 +26,10 @@ rule train_level:
         cpus_per_task=lambda wc: slurm_of(wc).cpus_per_task,
         slurm_partition=lambda wc: slurm_of(wc).partition or None,
         slurm_account=lambda wc: slurm_of(wc).account or None,
-    log:
-        "results/{dataset}/logs/train/level{level}.log",
+    params:
+        config=config_file,
+        fingerprint=fingerprint("train{level}"),
+        work=lambda wc: f"results/{wc.dataset}/train/level{wc.level}.work",
     shell:
         "cvg train --config {params.config} --level {wildcards.level} --index {input.index}"
         " --out {output} --work {params.work} --prev {input.prev} > {log} 2>&1"
@@ -43,15 +42,9 @@ rule training_losses:
     output:
         csv="results/{dataset}/train/losses.csv",
         svg=report("results/{dataset}/train/losses.svg", category="Training", caption="../report/losses.rst"),
-    run:
-        import pandas as pd
-
-        from cvg.plots import loss_figure
-
-        logs = []
-        for path in input:
-            log = pd.read_csv(Path(path).with_suffix(".work") / "log.csv")
-            logs.append(log.assign(level=int(Path(path).stem.removeprefix("level"))))
-        losses = pd.concat(logs, ignore_index=True)
-        losses.to_csv(output.csv, index=False)
-        loss_figure(losses, output.svg)
+    log:
+        "results/{dataset}/logs/train/losses.log",
+    conda:
+        ENV
+    shell:
+        "cvg losses --checkpoints {input} --csv {output.csv} --plot {output.svg} > {log} 2>&1"
