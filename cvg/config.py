@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
+from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 
 
 class ConfigError(ValueError):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cvg.metrics import MIN_FRAMES
+from cvg.clips import MIN_FRAMES
 from cvg.metrics.protocol import preprocess, stretch_frames
 
 

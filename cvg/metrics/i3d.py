@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cvg.metrics import MIN_FRAMES
+from cvg.clips import MIN_FRAMES
 
 INCEPTION_BLOCKS = {  # name: (out channels of the 6 branch convs), in order
     "Mixed_3b": (64, 96, 128, 16, 32, 32),

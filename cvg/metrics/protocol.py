@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from cvg.metrics import SHORT_CLIP_FRAMES
+from cvg.clips import SHORT_CLIP_FRAMES
 
 I3D_SIZE = 224
 RESIZE = "tf1-bilinear224"  # how protocol names state the resize

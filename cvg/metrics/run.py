@@ -26,7 +26,7 @@ from cvg.metrics.i3d import K400, network_name
 from cvg.metrics.protocol import RESIZE
 from cvg.tables import markdown_table
 from cvg.variants import WINDOWS
-from cvg.metrics import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
+from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]

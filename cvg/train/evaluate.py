@@ -18,7 +18,8 @@ import torch
 
 from cvg.config import Config
 from cvg.fingerprint import Fingerprints
-from cvg.metrics import SHORT_CLIP_FRAMES, i3d
+from cvg.clips import SHORT_CLIP_FRAMES
+from cvg.metrics import i3d
 from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.frechet import frechet_from_samples
 from cvg.metrics.run import cache_key, i3d_of, real_batches
