@@ -29,7 +29,8 @@ EXPECTED_FIRST = {
     "dataset.kind": "data", "dataset.root": "data", "dataset.conditional": "data", "dataset.ucf101_split": "data",
     "dataset.annotations": "data", "dataset.extensions": "data",
     **{f"dataset.demo.{k}": "demo" for k in ("videos_per_class", "frames", "width", "height", "fps", "seed", "crf", "object_size",
-                                               "grating_frequency", "detail_frequency", "ring_period")},
+                                               "grating_frequency", "detail_frequency", "ring_period", "background", "objects",
+                                               "class_colours")},
     **{f"data.{k}": "data" for k in ("fps", "stride", "splits", "clips_per_video", "shard_size_mb", "compression", "scale_flags")},
     "data.workers": None, "data.ffmpeg_threads": None,
     **{f"levels[].{k}": "data" for k in ("frames", "resolution", "temporal_factor", "spatial_factor", "stride")},
@@ -45,6 +46,7 @@ EXPECTED_FIRST = {
     **{f"sample.{k}": "samples" for k in ("n_samples", "sigma", "grid_sigma", "grid_samples", "chunk")},
     **{f"metrics.{k}": "metrics" for k in ("n_real", "frames", "short_clips", "is_splits", "real_split")},
     "metrics.heldout_split": "on_real", "metrics.seed": "on_real", "metrics.batch_size": None, "metrics.training_setup": "metrics",
+    "metrics.classifier_steps": "metrics",
     "metrics.fid_network": "metrics",
     **{f"metrics.per_class.{k}": "per_class" for k in ("groups", "n_samples", "n_real", "frames")},
 }
@@ -184,7 +186,8 @@ def _changed(value, key):
              "train.launcher": "torchrun", "sample.bn": "stationary", "metrics.short_clips": "repeat", "model.preset": "bdd256", "metrics.real_split": "test",
              "metrics.heldout_split": "train", "data.splits": ["train", "test", "val"], "dataset.ucf101_split": 2,
              "metrics.frames": 12, "dataset.demo.object_size": [0.1, 0.2], "dataset.demo.grating_frequency": [0.1, 0.2],
-             "dataset.demo.detail_frequency": [0.5, 0.9], "dataset.demo.ring_period": 3.0, "dataset.demo.crf": 20,
+             "dataset.demo.detail_frequency": [0.5, 0.9], "dataset.demo.ring_period": 3.0,
+             "dataset.demo.background": "gratings", "dataset.demo.objects": [1, 2], "dataset.demo.crf": 20,
              "train.betas": [0.5, 0.999], "train.ema": 0.5, "train.ema_ramp": 4.0, "slurm.tasks_per_node": 2}
     if key in enums:
         return enums[key]

@@ -63,7 +63,9 @@ def test_dry_run_resolves_for_paper_configs(tmp_path, clip_mp4, name):
     levels = len(raw["levels"])
     assert jobs["manifest"] == 1 and jobs["index"] == 1 and jobs["train_level"] == levels, out.stdout
     # untrained and bilinear baselines, and the cascade cut at each intermediate level
-    assert jobs["sample"] == 1 and jobs["sample_baseline"] == 2 + (levels - 2) and jobs["metrics"] == 1
+    # (and the training setup's samples where the config scores them)
+    setup = 1 if raw.get("metrics", {}).get("training_setup") else 0
+    assert jobs["sample"] == 1 and jobs["sample_baseline"] == 2 + (levels - 2) + setup and jobs["metrics"] == 1
     # each level's BN statistics prepared once (sample.bn: recompute), read by every variant
     assert jobs["norms"] == levels, out.stdout
 
