@@ -35,9 +35,6 @@ FAILURE_COLUMNS = ["path", "split", "video_id", "reason"]
 PYRAMID_OPERATOR = "x^l = f_s(f_t(x^{l+1})); f_t keeps every k-th frame; f_s bilinear antialiased (torch)"
 
 
-atomic_csv = write_csv  # the name the stages use
-
-
 class ShardError(RuntimeError):
     """A shard that cannot be opened or fails its checksums; the message names it and how to rebuild it."""
 
@@ -80,8 +77,8 @@ def write_manifest(config: Config, manifest_path: str | os.PathLike, classes_pat
     per_shard = max(1, config.clips_per_shard() // max(1, config.data.clips_per_video))
     frame = frame.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
     frame["shard"] = frame.groupby("split").cumcount() // per_shard
-    atomic_csv(frame, manifest_path)
-    atomic_csv(pd.DataFrame({"label": range(len(names)), "name": names}), classes_path)
+    write_csv(frame, manifest_path)
+    write_csv(pd.DataFrame({"label": range(len(names)), "name": names}), classes_path)
     write_stamp_file(manifest_path, stamp)
     return frame
 
@@ -228,7 +225,7 @@ def write_shard(
     finally:  # scratch arrays of results never consumed (an error, an interrupt)
         for leftover in Path(_scratch_dir() or tempfile.gettempdir()).glob(f"{base['scratch_prefix']}*"):
             leftover.unlink(missing_ok=True)
-    atomic_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
+    write_csv(pd.DataFrame(failures, columns=FAILURE_COLUMNS), failures_path)
     return n_clips, len(failures)
 
 
@@ -347,12 +344,12 @@ def write_index(
             )
     index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     index["label_name"] = [name_of.get(int(x), "") for x in index["label"]]
-    atomic_csv(index, index_path)
+    write_csv(index, index_path)
     counts = index.groupby(["split", "label", "label_name"]).size().reset_index(name="clips")
-    atomic_csv(counts, counts_path)
+    write_csv(counts, counts_path)
     failures = [pd.read_csv(p, keep_default_na=False) for p in failure_paths]
     failures = [f for f in failures if not f.empty]
-    atomic_csv(pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(columns=FAILURE_COLUMNS), failures_path)
+    write_csv(pd.concat(failures, ignore_index=True) if failures else pd.DataFrame(columns=FAILURE_COLUMNS), failures_path)
     if stamp is not None:
         write_stamp_file(index_path, stamp)
     return read_index(index_path)

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from cvg.config import Config
-from cvg.atomic import write_text
-from cvg.data.shards import atomic_csv, index_fingerprints, read_index
+from cvg.atomic import write_csv, write_text
+from cvg.data.shards import index_fingerprints, read_index
 from cvg.fingerprint import write_stamp_file
 from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.frechet import frechet_from_samples, inception_score
@@ -129,7 +129,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     table = pd.DataFrame(rows, columns=COLUMNS)
     if markdown is not None:
         write_text(markdown, per_class_markdown(table))
-    atomic_csv(table, out_csv)
+    write_csv(table, out_csv)
     write_stamp_file(out_csv, fps.stamp("per_class"))
     return table
 

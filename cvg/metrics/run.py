@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cvg.atomic import atomic_path, write_text
+from cvg.atomic import atomic_path, write_csv, write_text
 from cvg.config import Config
-from cvg.data.shards import atomic_csv, index_fingerprints, open_shard, read_clip, read_index
+from cvg.data.shards import index_fingerprints, open_shard, read_clip, read_index
 from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
 from cvg.metrics import i3d
 from cvg.metrics.classifier import cached_classifier, classifier_scores, predict, train_classifier
@@ -211,7 +211,8 @@ def strip_clips(config: Config, index_path, samples_path, classes: int = 3) -> d
     m = config.raw["metrics"]
     split = m["heldout_split"] or m["real_split"]
     rows = split_rows(config, index_path, split, m["n_real"])
-    names = dict(zip(read_index(index_path)["label"], read_index(index_path).get("label_name", read_index(index_path)["label"].astype(str))))
+    index = read_index(index_path)
+    names = dict(zip(index["label"], index.get("label_name", index["label"].astype(str))))
     top = config.top.frames
     real, fake = {}, {}
     with h5py.File(samples_path, "r") as h5:
@@ -312,14 +313,15 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     batch, top = m["batch_size"], config.top
     lengths = eval_lengths(config)
     fps = index_fingerprints(config, index_path)
-    setup = top.window_out if WINDOWS in samples else None  # the training setup's samples: scored at their length only
+    # the training setup's samples at their own length only; the unrolled samples at metrics.frames
+    scored_at = {name: [top.window_out] if name == WINDOWS else lengths for name in samples}
     for name, path in samples.items():  # stale or too-short samples fail here, before any I3D work
         check_samples(fps, path)
-        sample_batches(path, len(config.levels), setup if name == WINDOWS else max(lengths), batch)
+        sample_batches(path, len(config.levels), max(scored_at[name]), batch)
     model, fid_model = load_judges(config, device)
     nets = networks(config)
     rows, paired = [], []
-    for frames in sorted(set(lengths) | ({setup} if setup else set())):
+    for frames in sorted(set().union(lengths, *scored_at.values())):
         proto = protocol_name(config, frames)
         ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
                               f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames),
@@ -332,8 +334,8 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
             rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto, nets)
         outputs = {}
         for name, path in samples.items():
-            if (name == WINDOWS) != (frames == setup) and (name == WINDOWS or frames not in lengths):
-                continue  # the training setup at its length; the unrolled samples at metrics.frames
+            if frames not in scored_at[name]:
+                continue
             outputs[name] = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f", fid_model=fid_model)
             row_proto = protocol_name(config, frames, training_setup=True) if name == WINDOWS else proto
             rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], row_proto, nets)
@@ -344,9 +346,9 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     table = pd.DataFrame(rows, columns=COLUMNS)
     paired = pd.DataFrame(paired, columns=PAIRED_COLUMNS) if paired_csv is not None else None
     if paired is not None:  # written first: metrics.csv is the rule's completion marker
-        atomic_csv(paired, paired_csv)
+        write_csv(paired, paired_csv)
     if markdown is not None:
         write_text(markdown, metrics_markdown(table, paired))
-    atomic_csv(table, out_csv)
+    write_csv(table, out_csv)
     write_stamp_file(out_csv, fps.stamp("metrics"))
     return table

@@ -243,33 +243,32 @@ def training_logs(checkpoints: list[str | os.PathLike]) -> pd.DataFrame:
 
 
 class CsvLog:
+    """A per-step CSV log that a resumed run continues: the rows after the resumed step are dropped."""
+
     FIELDS = ["step", "epoch", "loss_d", "loss_g", "samples_per_s", "seconds"]
 
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int, fields: list[str] | None = None):
+        self.path, self.fields = path, fields or self.FIELDS
         rows = []
         if path.exists() and resume_step > 0:  # keep what the checkpoint covers, drop the rest
             with open(path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer = csv.DictWriter(f, fieldnames=self.fields)
             writer.writeheader()
             writer.writerows(rows)
 
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.FIELDS).writerow(row)
+            csv.DictWriter(f, fieldnames=self.fields).writerow(row)
 
 
-def keep_rows_until(path: Path, step: int) -> None:
-    """Drop the rows of a per-step CSV log after ``step`` (what the resumed checkpoint covers)."""
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]))
+EVAL_FIELDS = ["step", "fvd", "best_step", "best_fvd"]
 
 
-def evaluate_step(evaluator, level: Level, frozen, n_classes: int, step: int, selection: Selection, t, work_dir: Path, final_state) -> bool:
+def evaluate_step(evaluator, level: Level, frozen, n_classes: int, step: int, selection: Selection, t, work_dir: Path, final_state,
+                  eval_log: CsvLog) -> bool:
     """Score the level at ``step``; keep its state as ``best.pt`` when it is the best so far;
     return whether training should stop early (``train.early_stop`` evaluations without improvement)."""
     fvd = evaluator.score(level.G_final, frozen, n_classes)
@@ -280,15 +279,11 @@ def evaluate_step(evaluator, level: Level, frozen, n_classes: int, step: int, se
         save_atomic(final_state(selection), work_dir / "best.pt")
     else:
         selection.since_best += 1
-    with open(work_dir / "eval.csv", "a", newline="") as f:
-        if f.tell() == 0:
-            f.write("step,fvd,best_step,best_fvd\n")
-        f.write(f"{step},{fvd:.4f},{selection.step},{selection.fvd:.4f}\n")
+    eval_log.append({"step": step, "fvd": f"{fvd:.4f}", "best_step": selection.step, "best_fvd": f"{selection.fvd:.4f}"})
     print(f"level {level.spec.index}: step {step} FVD {fvd:.2f} (best {selection.fvd:.2f} at step {selection.step})", flush=True)
     stop = bool(t.early_stop) and selection.since_best >= t.early_stop
-    if stop:
+    if stop:  # recorded in the final checkpoint, which takes the selection as it stands then
         selection.why += f"; training stopped early after {selection.since_best} evaluations without improvement"
-        save_atomic({**load_checkpoint(work_dir / "best.pt"), "selection": json.dumps(selection.to_dict())}, work_dir / "best.pt")
     return stop
 
 
@@ -360,10 +355,10 @@ def train_level(
             print(f"level {index}: resuming at step {step} from {work.latest}", flush=True)
     latest = work.latest
     selection = Selection(**state["selection"]) if state is not None and "selection" in state else Selection()
-    evaluator = None
+    evaluator = eval_log = None
     if t.eval_every and rank == 0:
         evaluator = LevelEvaluator(config, index, data_index, fps, dev, t.eval_samples, work_dir / "eval_cache")
-        keep_rows_until(work_dir / "eval.csv", step)
+        eval_log = CsvLog(work_dir / "eval.csv", step, EVAL_FIELDS)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -449,7 +444,7 @@ def train_level(
             early = False
             if t.eval_every and step % t.eval_every == 0:
                 if rank == 0:
-                    early = evaluate_step(evaluator, level, frozen, n_classes, step, selection, t, work_dir, final_state)
+                    early = evaluate_step(evaluator, level, frozen, n_classes, step, selection, t, work_dir, final_state, eval_log)
                     board.add_scalar(f"level{index}/eval_fvd", selection.last_fvd, step)
                 early = agree(early, world, dev)
             asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
@@ -481,8 +476,8 @@ def train_level(
         if rank == 0:
             board.close()
             best = work_dir / "best.pt"
-            if t.eval_every and best.exists():  # the best-scoring step's generator, with why it was chosen
-                save_atomic(load_checkpoint(best), out_path)
+            if t.eval_every and best.exists():  # the best-scoring step's generator, with why it was chosen and how many were scored
+                save_atomic({**load_checkpoint(best), "selection": json.dumps(selection.to_dict())}, out_path)
             else:
                 save_atomic(final_state(selection if t.eval_every else Selection(step=step)), out_path)
         barrier(world)
