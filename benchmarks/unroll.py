@@ -29,7 +29,7 @@ def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", wi
     from benchmarks.common import peak_memory
     from benchmarks.train_throughput import config_for
     from cvg.models.presets import build_generator, get_preset
-    from cvg.sample import CascadeSampler
+    from cvg.cascade import CascadeSampler
 
     torch.manual_seed(0)
     cfg = config_for(preset_name, width, 2, "fp32")

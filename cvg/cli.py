@@ -95,63 +95,27 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import h5py
-
-    from cvg.sample import level_grid, prepared_sampler, write_samples
-    from cvg.variants import WINDOWS
-    from cvg.video_io import encode_video
+    from cvg.sample import sample_stage
 
     cfg = _config(args.config)
-    s = cfg.raw["sample"]
-    device = _device(args.device)
     try:
-        sampler = prepared_sampler(cfg, args.checkpoints, args.variant, device, args.norms)
-    except (ValueError, FileNotFoundError) as exc:  # an unknown variant, too few checkpoints, stale statistics
+        out, n = sample_stage(cfg, args.checkpoints, args.variant, args.out, args.index, args.n, args.norms, _device(args.device), args.grid or ())
+    except (ValueError, FileNotFoundError) as exc:  # an unknown variant, too few checkpoints, stale statistics, no held-out split
         raise SystemExit(f"cvg sample: {exc}") from None
-    frames1 = s["level1_frames"] or cfg.level(1).frames
-    level1 = None
-    if args.variant.endswith("_on_real"):
-        from cvg.metrics.run import real_level1
-
-        if not args.index:
-            raise SystemExit(f"cvg sample: --variant {args.variant} needs --index (results/NAME/data/index.csv)")
-        split = cfg.raw["metrics"]["heldout_split"]
-        if not split:
-            raise SystemExit(f"cvg sample: --variant {args.variant} reads held-out real clips, but metrics.heldout_split is null in {args.config}")
-        level1 = real_level1(cfg, args.index, split, args.n or s["n_samples"])
-    stamp = sampler.fingerprints.stamp(f"sample:{args.variant}")
-    out = write_samples(cfg, sampler, args.out, args.n or s["n_samples"], s["batch_size"], s["sigma"], s["chunk"], frames1, s["seed"], level1, stamp,
-                        windows=args.variant == WINDOWS)
-    with h5py.File(out, "r") as h5:
-        print(f"{args.out}: {len(h5['level1'])} samples ({args.variant})")
-    if args.grid:
-        videos, _ = sampler.sample(s["grid_samples"], s["grid_sigma"], frames1, s["chunk"], seed=s["seed"] + 10**6)
-        frames = level_grid(videos)
-        for path in args.grid:
-            encode_video(frames, path, fps=max(1.0, cfg.data.fps / cfg.top.stride))
-            print(f"{path}: {len(videos)} levels x {s['grid_samples']} samples")
+    print(f"{out}: {n} samples ({args.variant})" + "".join(f"; grid {g}" for g in args.grid or ()))
     return 0
 
 
 def cmd_norms(args) -> int:
-    from cvg.checkpoint import load_generator, save_atomic
-    from cvg.sample import CascadeSampler, cascade_fingerprints, prepare_with_records
+    from cvg.sample import norms_stage
 
     cfg = _config(args.config)
-    if len(args.prev or []) != len(args.checkpoints) - 1:
-        raise SystemExit(f"cvg norms: --prev needs the statistics of levels 1..{len(args.checkpoints) - 1} "
-                         f"(one file per level below the last checkpoint), got {len(args.prev or [])}")
-    device = _device(args.device)
-    fps = cascade_fingerprints(cfg, args.checkpoints[0])
-    sampler = CascadeSampler(cfg, [load_generator(cfg, p, device, fps) for p in args.checkpoints], device)
-    sampler.fingerprints = fps
     try:
-        records = prepare_with_records(cfg, sampler, norms=args.prev)
+        record = norms_stage(cfg, args.checkpoints, args.prev or [], args.out, _device(args.device))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"cvg norms: {exc}") from None
-    save_atomic({**records[-1], "stamp": fps.stamp(f"norms{len(args.checkpoints)}").to_json()}, Path(args.out))
-    mode, passes = records[-1]["settings"]["mode"], records[-1]["settings"]["passes"]
-    print(f"{args.out}: level {len(args.checkpoints)}'s BN statistics ({mode}, {passes} passes)")
+    settings = record["settings"]
+    print(f"{args.out}: level {len(args.checkpoints)}'s BN statistics ({settings['mode']}, {settings['passes']} passes)")
     return 0
 
 
@@ -184,30 +148,16 @@ def cmd_per_class(args) -> int:
 
 
 def cmd_psd(args) -> int:
-    import h5py
-    import numpy as np
-    import pandas as pd
-
-    from cvg.metrics.psd import psd_table
-    from cvg.metrics.run import real_batches
+    from cvg.atomic import write_csv
+    from cvg.metrics.run import psd_stage
+    from cvg.plots import psd_figure
 
     cfg = _config(args.config)
-    top = len(cfg.levels)
-    frames = [t for t in args.frames if t < cfg.top.frames] or [0]
-    batches, _ = real_batches(cfg, args.index, cfg.raw["metrics"]["real_split"], args.n, cfg.top.frames, args.n)
-    rows = psd_table(np.concatenate(list(batches)), frames, "real")
-    for item in args.samples:
-        name, path = item.split("=", 1)
-        with h5py.File(path, "r") as h5:
-            rows += psd_table(h5[f"level{top}"][: args.n], frames, name)
-    out = pd.DataFrame(rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(args.out, index=False)
+    table = psd_stage(cfg, args.index, dict(item.split("=", 1) for item in args.samples), args.frames, args.n)
+    write_csv(table, args.out)
     if args.plot:
-        from cvg.plots import psd_figure
-
-        psd_figure(out, args.plot)
-    print(f"{args.out}: PSD at frames {frames} of real and {len(args.samples)} generated sets")
+        psd_figure(table, args.plot)
+    print(f"{args.out}: PSD at frames {sorted(set(table['frame']))} of real and {len(args.samples)} generated sets")
     return 0
 
 
@@ -243,12 +193,29 @@ def cmd_strip(args) -> int:
     return 0
 
 
+def _options() -> dict[str, argparse.ArgumentParser]:
+    """Options several subcommands share, each declared once (argparse parents)."""
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", required=True, help="experiment YAML, e.g. config/demo.yaml")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    index = argparse.ArgumentParser(add_help=False)
+    index.add_argument("--index", required=True, help="results/NAME/data/index.csv")
+    norms = argparse.ArgumentParser(add_help=False)
+    norms.add_argument("--norms", nargs="*", help="BN statistics of the first levels from `cvg norms` (one file per level, in order); "
+                       "those levels take no statistics passes. Default: every level is prepared here")
+    samples = argparse.ArgumentParser(add_help=False)
+    samples.add_argument("--samples", nargs="+", required=True, help="NAME=samples.h5 pairs")
+    return {"config": config, "device": device, "index": index, "norms": norms, "samples": samples}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvg",
         description="Cascaded Video Generation: data pyramid, greedy GAN levels, cascade sampling, metrics.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    opt = _options()
 
     config = sub.add_parser("config", help="inspect experiment configs").add_subparsers(dest="action", required=True)
     p = config.add_parser("validate", help="validate a config against the schema and print its pyramid")
@@ -263,14 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_render)
 
     data = sub.add_parser("data", help="manifest, pyramid shards, index").add_subparsers(dest="action", required=True)
-    p = data.add_parser("manifest", help="list the dataset's videos and assign them to shards")
-    p.add_argument("--config", required=True)
+    p = data.add_parser("manifest", parents=[opt["config"]], help="list the dataset's videos and assign them to shards")
     p.add_argument("--manifest", required=True, help="output CSV")
     p.add_argument("--classes", required=True, help="output CSV of label ids and names")
     p.set_defaults(func=cmd_data_manifest)
 
-    p = data.add_parser("shard", help="decode one shard's videos and write their pyramids to HDF5")
-    p.add_argument("--config", required=True)
+    p = data.add_parser("shard", parents=[opt["config"]], help="decode one shard's videos and write their pyramids to HDF5")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--shard", type=int, required=True)
@@ -284,23 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", nargs="+", required=True)
     p.add_argument("--shard-failures", nargs="+", required=True)
     p.add_argument("--classes", required=True)
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help="output: the clip index CSV")
     p.add_argument("--counts", required=True)
     p.add_argument("--failures", required=True)
     p.set_defaults(func=cmd_data_index)
-    p = sub.add_parser("train", help="train one cascade level (greedy: levels 1..L-1 frozen)")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("train", parents=[opt["config"], opt["device"], opt["index"]], help="train one cascade level (greedy: levels 1..L-1 frozen)")
     p.add_argument("--level", type=int, required=True, help="1-based level to train")
-    p.add_argument("--index", required=True, help="results/NAME/data/index.csv")
     p.add_argument("--out", required=True, help="final checkpoint, e.g. results/NAME/train/level2.pt")
     p.add_argument("--work", help="resumable state (latest.pt, log.csv, samples/); default OUT's folder/levelL.work")
     p.add_argument("--prev", nargs="*", help="final checkpoints of levels 1..L-1, in order")
     p.add_argument("--launcher", choices=["local", "torchrun", "slurm"], help="default: train.launcher of the config")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample the frozen cascade (every level, unrolled over the whole video)")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("sample", parents=[opt["config"], opt["device"], opt["norms"]],
+                       help="sample the frozen cascade (every level, unrolled over the whole video)")
     p.add_argument("--checkpoints", nargs="+", required=True, help="final checkpoints of levels 1..L")
     p.add_argument("--variant", default="cascade",
                    help="cascade (default); untrained: trained level 1 + untrained upsampling levels; bilinear: level 1 upsampled"
@@ -311,48 +273,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="HDF5 of uint8 samples of every level")
     p.add_argument("--grid", nargs="*", help="MP4 / GIF files of a few samples, levels stacked (Fig. 15 layout)")
     p.add_argument("--n", type=int, help="number of samples (default: sample.n_samples)")
-    p.add_argument("--norms", nargs="*", help="BN statistics of the first levels from `cvg norms` (one file per level, in order); "
-                   "those levels take no statistics passes. Default: every level is prepared here")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("norms", help="prepare one level's BN statistics for sampling (sample.bn), once for every sample variant")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("norms", parents=[opt["config"], opt["device"]],
+                       help="prepare one level's BN statistics for sampling (sample.bn), once for every sample variant")
     p.add_argument("--checkpoints", nargs="+", required=True, help="final checkpoints of levels 1..K; K is the level prepared")
     p.add_argument("--prev", nargs="*", help="`cvg norms` files of levels 1..K-1, in order")
     p.add_argument("--out", required=True, help="statistics file, e.g. results/NAME/samples/norms/levelK.pt")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_norms)
 
-    p = sub.add_parser("metrics", help="FVD / FID / IS of samples against real clips (I3D, TF-Hub weights)")
-    p.add_argument("--config", required=True)
-    p.add_argument("--index", required=True, help="results/NAME/data/index.csv")
-    p.add_argument("--samples", nargs="+", required=True, help="NAME=samples.h5 pairs")
+    p = sub.add_parser("metrics", parents=[opt["config"], opt["device"], opt["index"], opt["samples"]],
+                       help="FVD / FID / IS of samples against real clips (I3D, TF-Hub weights)")
     p.add_argument("--out", required=True, help="tidy CSV")
     p.add_argument("--cache", required=True, help="folder for cached real-data I3D outputs")
     p.add_argument("--paired", help="CSV of FVD / FID differences of the cascade and its paired baselines, "
                                     "with bootstrap intervals over the scored clips")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for --paired (default 1000)")
     p.add_argument("--markdown", help="the table (and paired differences with a verdict each) as Markdown")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("per-class", help="IS / FID / FVD of the class-conditional cascade class by class (appendix E)")
-    p.add_argument("--config", required=True)
+    p = sub.add_parser("per-class", parents=[opt["config"], opt["device"], opt["index"], opt["norms"]],
+                       help="IS / FID / FVD of the class-conditional cascade class by class (appendix E)")
     p.add_argument("--checkpoints", nargs="+", required=True, help="level1.pt ... levelL.pt")
-    p.add_argument("--index", required=True, help="results/NAME/data/index.csv")
     p.add_argument("--out", required=True, help="CSV: group, class, label, frames, n_samples, n_real, IS, IS_std, FID, FVD, protocol")
     p.add_argument("--markdown", help="the table beside the paper's numbers, and group means, as Markdown")
     p.add_argument("--cache", help="folder for cached real-data I3D outputs")
-    p.add_argument("--norms", nargs="*", help="BN statistics of the first levels from `cvg norms` (one file per level, in order); "
-                   "those levels take no statistics passes. Default: every level is prepared here")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.set_defaults(func=cmd_per_class)
 
-    p = sub.add_parser("psd", help="power spectral density of real and generated frames over time (appendix D)")
-    p.add_argument("--config", required=True)
-    p.add_argument("--index", required=True)
-    p.add_argument("--samples", nargs="+", required=True, help="NAME=samples.h5 pairs")
+    p = sub.add_parser("psd", parents=[opt["config"], opt["index"], opt["samples"]],
+                       help="power spectral density of real and generated frames over time (appendix D)")
     p.add_argument("--frames", type=int, nargs="+", default=[0, 9, 23, 47], help="0-based frame indices (paper: 1, 10, 24, 48)")
     p.add_argument("--n", type=int, default=48, help="videos per source")
     p.add_argument("--out", required=True, help="CSV: source, frame, frequency, mean, std")
@@ -372,9 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", required=True)
     p.set_defaults(func=cmd_table)
 
-    p = sub.add_parser("strip", help="PNG of frames: real held-out clips above samples of the same classes")
-    p.add_argument("--config", required=True)
-    p.add_argument("--index", required=True)
+    p = sub.add_parser("strip", parents=[opt["config"], opt["index"]], help="PNG of frames: real held-out clips above samples of the same classes")
     p.add_argument("--samples", required=True, help="samples HDF5 (e.g. results/NAME/samples/cascade.h5)")
     p.add_argument("--out", required=True, help="PNG")
     p.add_argument("--classes", type=int, default=3, help="one real and one generated clip of each of the first N classes")

@@ -8,8 +8,9 @@ message naming the bad key and, for enumerations, the allowed values.
 from __future__ import annotations
 
 import copy
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -164,9 +165,9 @@ class LevelSpec:
     frames: int
     resolution: int
     stride: int
-    temporal_factor: int = 1
-    spatial_factor: int = 1
-    window: int | None = None  # previous-level frames per training window (None for level 1)
+    temporal_factor: int
+    spatial_factor: int
+    window: int | None  # previous-level frames per training window (None for level 1)
 
     @property
     def is_first(self) -> bool:
@@ -178,45 +179,17 @@ class LevelSpec:
         return self.frames if self.window is None else self.window * self.temporal_factor
 
 
-# Paper values (Sec. V / appendix A) where the paper gives them; betas are BigGAN/DVD-GAN's.
-TRAIN_DEFAULTS = {
-    "steps": 100_000,
-    "batch_size": 512,
-    "micro_batch": 0,
-    "lr_g": 1e-4,
-    "lr_d": 5e-4,
-    "betas": [0.0, 0.999],
-    "d_steps": 2,
-    "ema": 0.0,
-    "ema_ramp": 10.0,
-    "recon": 0.0,
-    "spectrum": 0.0,
-    "spectrum_form": "batch",
-    "checkpoint_every": 1000,
-    "eval_every": 0,
-    "eval_samples": 64,
-    "early_stop": 0,
-    "log_every": 50,
-    "sample_every": 1000,
-    "seed": 0,
-    "num_workers": 4,
-    "precision": "fp32",
-    "compile": False,
-    "launcher": "local",
-    "procs": 1,
-}
-SLURM_DEFAULTS = {
-    "nodes": 1,
-    "gpus_per_node": 8,
-    "tasks_per_node": None,
-    "cpus_per_task": 8,
-    "mem_gb": 256,
-    "time_min": 24 * 60,
-    "partition": "",
-    "account": "",
-    "signal_delay_s": 120,
-    "max_requeues": 3,
-}
+def level_defaults(definition: str) -> dict:
+    """The defaults of a per-level section (``train_level``, ``slurm_level`` in the schema's
+    ``$defs``): the schema is the one place of every default; the per-level sections take theirs
+    here, under ``defaults:`` and ``levels:`` (merged by ``Config.train`` / ``Config.slurm``)."""
+    properties = config_schema()["$defs"][definition]["properties"]
+    return {key: copy.deepcopy(spec["default"]) for key, spec in properties.items()}
+
+
+# the paper's values where it gives them (Sec. V / appendix A); betas are BigGAN's / DVD-GAN's
+TRAIN_DEFAULTS = level_defaults("train_level")
+SLURM_DEFAULTS = level_defaults("slurm_level")
 
 
 @dataclass(frozen=True)
@@ -290,8 +263,52 @@ class DataSpec:
 class DatasetSpec:
     kind: str
     root: str
-    conditional: bool = True
-    options: dict = field(default_factory=dict)
+    conditional: bool
+    options: dict  # the kind's own keys (demo:, annotations:, split:, ...)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """``sample:``: how the frozen cascade is sampled (defaults in the schema)."""
+
+    n_samples: int
+    sigma: float
+    grid_sigma: float
+    grid_samples: int
+    batch_size: int
+    chunk: int | None
+    level1_frames: int | None
+    bn: str
+    bn_passes: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PerClassSpec:
+    """``metrics.per_class:``: appendix E's per-class table."""
+
+    groups: dict
+    n_samples: int
+    n_real: int | None
+    frames: int | None
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """``metrics:``: what is scored and how (defaults in the schema); ``frames`` always a list."""
+
+    n_real: int
+    frames: tuple[int, ...]
+    short_clips: str
+    batch_size: int
+    classifier_steps: int
+    training_setup: bool
+    fid_network: str | None
+    is_splits: int
+    real_split: str
+    heldout_split: str | None
+    seed: int
+    per_class: PerClassSpec
 
 
 @dataclass(frozen=True)
@@ -301,6 +318,25 @@ class Config:
     data: DataSpec
     levels: tuple[LevelSpec, ...]
     raw: dict
+
+    def to_yaml(self) -> str:
+        """The validated mapping, defaults filled in, as YAML (the experiment's config snapshot)."""
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+    def to_json(self) -> str:
+        """The same mapping as JSON (what a level checkpoint records of its config)."""
+        return json.dumps(self.raw)
+
+    @property
+    def sample(self) -> SampleSpec:
+        return SampleSpec(**self.raw["sample"])
+
+    @property
+    def metrics(self) -> MetricsSpec:
+        m = dict(self.raw["metrics"])
+        m["frames"] = tuple(as_lengths(m["frames"]))
+        m["per_class"] = PerClassSpec(**m["per_class"])
+        return MetricsSpec(**m)
 
     @property
     def model(self) -> ModelSpec:

@@ -1,22 +1,50 @@
-"""Names of the sample variants the metrics table scores, and which trained levels each one
-reads. Torch-free, so the workflow can use it when it builds the DAG."""
+"""The sample variants: one vocabulary for the samples files, the metric table's rows, the
+rules' wildcard and the paired comparisons.
+
+* ``cascade``: every trained level (the model);
+* ``untrained``: trained level 1 with freshly initialised upsampling levels;
+* ``bilinear``: trained level 1, naively (bilinearly) upsampled to the top;
+* ``cascade_to_level{k}``: trained levels 1..k, the levels above bilinear (1 < k < L);
+* ``{v}_on_real`` (every one but ``untrained``): the same sampler fed real held-out level-1 clips
+  instead of generated ones, so what the upsampling levels add is scored apart from level 1;
+* ``cascade_windows``: the training setup, each upsampling level on random windows of the level
+  below (the paper's training-length rows).
+
+Which levels a variant reads (``trained_levels``) decides which checkpoints its rule needs and
+which stage fingerprint it carries. The sampler of each variant is built by
+``cvg.sample.build_sampler`` (it loads checkpoints, which sit above this module).
+"""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 BASE_VARIANTS = ("cascade", "untrained", "bilinear")
-WINDOWS = "cascade_windows"  # the training setup: each upsampling level on random windows of the level below
+WINDOWS = "cascade_windows"
 ON_REAL = "_on_real"
 PARTIAL = re.compile(r"cascade_to_level(\d+)")
+# every variant name, as a regular expression (the sampling rule's wildcard constraint)
+PATTERN = rf"untrained|bilinear(?:{ON_REAL})?|cascade(?:_to_level[0-9]+)?(?:{ON_REAL})?|{WINDOWS}"
+
+# (model, baseline) pairs whose samples are paired (the same level-1 noise, or the same real
+# level-1 clips): the whole upsampling stack against its baselines ...
+STACK_PAIRS = (("cascade", "untrained"), ("cascade", "bilinear"), (f"cascade{ON_REAL}", f"bilinear{ON_REAL}"))
+# ... and, along each chain bilinear -> cascade_to_level2 -> ... -> cascade (first, suffix, last),
+# every level against the cascade one level shorter: what that upsampling level adds
+LEVEL_CHAINS = (("bilinear", "", "cascade"), (f"bilinear{ON_REAL}", ON_REAL, f"cascade{ON_REAL}"))
 
 
 def variant_names(n_levels: int) -> list[str]:
-    """Every sample variant of an ``n_levels`` cascade: the base ones, ``cascade_to_level{k}``
-    for each intermediate level k, each of those ``*_on_real``, and the training setup
-    (``cascade_windows``, scored where ``metrics.training_setup`` asks)."""
+    """Every sample variant of an ``n_levels`` cascade, in table order."""
     own = [*BASE_VARIANTS, *(f"cascade_to_level{k}" for k in range(2, n_levels))]
     return own + [f"{v}{ON_REAL}" for v in own if v != "untrained"] + ([WINDOWS] if n_levels > 1 else [])
+
+
+def scored_variants(n_levels: int, heldout: bool, training_setup: bool) -> list[str]:
+    """The variants the metric table scores: the ``*_on_real`` ones where held-out real clips are
+    configured (``metrics.heldout_split``), the training setup where ``metrics.training_setup``."""
+    return [v for v in variant_names(n_levels) if (heldout or not v.endswith(ON_REAL)) and (training_setup or v != WINDOWS)]
 
 
 def trained_levels(variant: str, n_levels: int) -> int:
@@ -30,9 +58,12 @@ def trained_levels(variant: str, n_levels: int) -> int:
     return n_levels if variant in ("cascade", WINDOWS) else int(partial.group(1)) if partial else 1
 
 
-def table_name(variant: str) -> str:
-    """The metrics table's name for a variant's samples: ``untrained_upsampling`` and
-    ``bilinear_level1`` say what was done to level 1; ``*_on_real_level1`` whose level 1 it is."""
-    if variant.endswith(ON_REAL):
-        return f"{variant}_level1"
-    return {"untrained": "untrained_upsampling", "bilinear": "bilinear_level1"}.get(variant, variant)
+def paired_comparisons(models) -> list[tuple[str, str]]:
+    """The (model, baseline) pairs of ``STACK_PAIRS`` and ``LEVEL_CHAINS`` among ``models``."""
+    models = set(models)
+    pairs = list(STACK_PAIRS)
+    for first, suffix, last in LEVEL_CHAINS:
+        partial = sorted((int(m.group(1)), m.group(0)) for name in models if (m := re.fullmatch(rf"cascade_to_level(\d+){suffix}", name)))
+        chain = [first, *(name for _, name in partial), last]
+        pairs += [(upper, lower) for lower, upper in itertools.pairwise(chain) if (upper, lower) not in pairs]
+    return [(model, baseline) for model, baseline in pairs if model in models and baseline in models]

@@ -273,15 +273,15 @@ def test_evaluate_scores_every_clip_length(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "noisy.h5", "w") as h5:
         h5["level2"] = noisy
     stamp_as(config, tmp_path / "noisy.h5", "sample:bilinear")
-    evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5"), "bilinear_level1": str(tmp_path / "noisy.h5")},
+    evaluate(config, tmp_path / "index.csv", {"cascade": str(tmp_path / "same.h5"), "bilinear": str(tmp_path / "noisy.h5")},
              tmp_path / "m.csv", tmp_path / "cache", paired_csv=tmp_path / "paired.csv", n_boot=20, markdown=tmp_path / "m.md")
     paired = pd.read_csv(tmp_path / "paired.csv")
     assert len(paired) == 2 * 2  # 2 lengths x (FVD, FID) for the one pair present
-    assert set(paired["model"]) == {"cascade"} and set(paired["baseline"]) == {"bilinear_level1"}
+    assert set(paired["model"]) == {"cascade"} and set(paired["baseline"]) == {"bilinear"}
     assert (paired["delta"] < 0).all() and (paired["ci_low"] <= paired["delta"]).all() and (paired["n_samples"] == 12).all()
     # the Markdown table says, per pair, whether the model beat its baseline
     text = (tmp_path / "m.md").read_text()
-    assert "| bilinear_level1 | 12 | 12 |" in text and "| cascade | bilinear_level1 | 9 | 12 | FVD |" in text  # model, frames, clips
+    assert "| bilinear | 12 | 12 |" in text and "| cascade | bilinear | 9 | 12 | FVD |" in text  # model, frames, clips
     from cvg.metrics.run import verdict
 
     assert text.count("| better |") == (paired["ci_high"] < 0).sum() > 0
@@ -437,7 +437,7 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
     from cvg.config import build_config
     from cvg.metrics.extract import i3d_outputs
     from cvg.metrics.per_class import per_class_scores
-    from cvg.sample import CascadeSampler
+    from cvg.cascade import CascadeSampler
     from tests.conftest import stamp_as, tiny_raw_config
     from tests.test_sample import tiny_cascade
 
@@ -496,17 +496,17 @@ def test_per_class_scores_each_class_against_its_own_clips(tmp_path, monkeypatch
 
 
 def test_paired_comparisons_chain_each_upsampling_level_to_the_one_below():
-    from cvg.metrics.run import paired_comparisons
+    from cvg.variants import paired_comparisons
 
-    three = ["cascade", "untrained_upsampling", "bilinear_level1", "cascade_to_level2",
-             "cascade_on_real_level1", "bilinear_on_real_level1", "cascade_to_level2_on_real_level1"]
+    three = ["cascade", "untrained", "bilinear", "cascade_to_level2",
+             "cascade_on_real", "bilinear_on_real", "cascade_to_level2_on_real"]
     pairs = paired_comparisons(three)
-    assert ("cascade", "bilinear_level1") in pairs and ("cascade", "untrained_upsampling") in pairs
-    assert ("cascade_to_level2", "bilinear_level1") in pairs and ("cascade", "cascade_to_level2") in pairs  # level 2, level 3
-    assert ("cascade_to_level2_on_real_level1", "bilinear_on_real_level1") in pairs
-    assert ("cascade_on_real_level1", "cascade_to_level2_on_real_level1") in pairs
+    assert ("cascade", "bilinear") in pairs and ("cascade", "untrained") in pairs
+    assert ("cascade_to_level2", "bilinear") in pairs and ("cascade", "cascade_to_level2") in pairs  # level 2, level 3
+    assert ("cascade_to_level2_on_real", "bilinear_on_real") in pairs
+    assert ("cascade_on_real", "cascade_to_level2_on_real") in pairs
     assert len(pairs) == len(set(pairs)) == 7
-    four = paired_comparisons(["bilinear_level1", "cascade_to_level3", "cascade_to_level2", "cascade"])
-    assert four == [("cascade", "bilinear_level1"), ("cascade_to_level2", "bilinear_level1"),
+    four = paired_comparisons(["bilinear", "cascade_to_level3", "cascade_to_level2", "cascade"])
+    assert four == [("cascade", "bilinear"), ("cascade_to_level2", "bilinear"),
                     ("cascade_to_level3", "cascade_to_level2"), ("cascade", "cascade_to_level3")]
-    assert paired_comparisons(["cascade", "bilinear_level1"]) == [("cascade", "bilinear_level1")]
+    assert paired_comparisons(["cascade", "bilinear"]) == [("cascade", "bilinear")]

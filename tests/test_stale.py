@@ -387,7 +387,7 @@ def test_the_final_checkpoint_is_the_best_evaluated_step_and_training_stops_earl
 def test_evaluation_scores_the_level_against_real_clips(tiny_data, tmp_path):  # noqa: F811
     """The real evaluator (the shipped I3D) on level 1 and on level 2 over the frozen level 1: a finite FVD, on one scale."""
     from cvg.data.shards import index_fingerprints
-    from cvg.sample import CascadeSampler
+    from cvg.cascade import CascadeSampler
     from cvg.train.evaluate import LevelEvaluator
     from cvg.train.level import Level
 

@@ -11,11 +11,12 @@ written); the real statistics of each class are cached like the main table's.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pandas as pd
 import torch
 
-from cvg.config import Config
+from cvg.config import Config, PerClassSpec, SampleSpec
 from cvg.atomic import write_csv, write_text
 from cvg.data.shards import index_fingerprints, read_index
 from cvg.fingerprint import write_stamp_file
@@ -37,12 +38,11 @@ PAPER = {
 }
 
 
-def per_class_settings(config: Config) -> dict:
+def per_class_settings(config: Config) -> PerClassSpec:
     """``metrics.per_class`` with ``frames`` resolved (null: the longest evaluated length); empty
     ``groups`` stay empty and mean every class (``class_groups``)."""
-    settings = dict(config.raw["metrics"]["per_class"])
-    settings["frames"] = settings["frames"] or max(eval_lengths(config))
-    return settings
+    settings = config.metrics.per_class
+    return replace(settings, frames=settings.frames or max(eval_lengths(config)))
 
 
 def class_groups(index: pd.DataFrame, groups: dict[str, list[str]], index_path) -> list[tuple[str, str, int]]:
@@ -64,13 +64,13 @@ def class_groups(index: pd.DataFrame, groups: dict[str, list[str]], index_path) 
     return out
 
 
-def _generated_batches(sampler, label: int, n: int, batch: int, frames: int, sample_cfg: dict, level1_frames: int, seed: int):
+def _generated_batches(sampler, label: int, n: int, batch: int, frames: int, sample_cfg: SampleSpec, level1_frames: int, seed: int):
     """uint8 (B, frames, H, W, 3) top-level samples of one class, ``batch`` at a time."""
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch):
         k = min(batch, n - start)
         labels = torch.full((k,), label, dtype=torch.long)
-        videos, _ = sampler.sample(k, sample_cfg["sigma"], level1_frames, sample_cfg["chunk"], labels=labels, uint8_top=True, generator=gen)
+        videos, _ = sampler.sample(k, sample_cfg.sigma, level1_frames, sample_cfg.chunk, labels=labels, uint8_top=True, generator=gen)
         top = videos[-1]
         if top.shape[2] < frames:
             raise ValueError(f"the cascade makes {top.shape[2]} frames, metrics.per_class.frames asks for {frames}")
@@ -85,44 +85,44 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
 
     if not sampler.n_classes:
         raise ValueError("per-class scores need a class-conditional cascade (its level 1 has no class embedding)")
-    m, s = config.raw["metrics"], config.raw["sample"]
+    m, s = config.metrics, config.sample
     pc = per_class_settings(config)
-    frames, n = pc["frames"], pc["n_samples"]
-    if n < m["is_splits"]:
-        raise ValueError(f"metrics.per_class.n_samples ({n}) must be at least metrics.is_splits ({m['is_splits']})")
+    frames, n = pc.frames, pc.n_samples
+    if n < m.is_splits:
+        raise ValueError(f"metrics.per_class.n_samples ({n}) must be at least metrics.is_splits ({m.is_splits})")
     index = read_index(index_path)
     fps = index_fingerprints(config, index_path)
-    classes = class_groups(index, pc["groups"], index_path)
-    level1_frames = s["level1_frames"] or config.level(1).frames
+    classes = class_groups(index, pc.groups, index_path)
+    level1_frames = s.level1_frames or config.level(1).frames
     model, fid_model = load_judges(config, device)
     nets = networks(config)
     net_text = f"FVD {nets['FVD']}; FID {nets['FID']}; IS {nets['IS']}"
-    protocol = f"{K400} {frames}f {RESIZE} ref={m['real_split']}:class:{pc['n_real'] or 'all'}@seed{m['seed']}"
+    protocol = f"{K400} {frames}f {RESIZE} ref={m.real_split}:class:{pc.n_real or 'all'}@seed{m.seed}"
 
     def class_outputs(split: str, label: int, name: str):
         """I3D outputs of a class's clips of ``split`` (``n_real`` of them, or all), cached;
         None when the split has fewer than 2 (no covariance to compare)."""
-        rows_c = choose_clips(index[(index["split"] == split) & (index["label"] == label)], pc["n_real"] or len(index), m["seed"])
+        rows_c = choose_clips(index[(index["split"] == split) & (index["label"] == label)], pc.n_real or len(index), m.seed)
         if len(rows_c) < 2:
             return None
-        cache = real_cache(cache_dir, split, len(rows_c), m["seed"], frames, label) if cache_dir else None
-        return i3d_of(model, real_batches(config, index_path, split, len(rows_c), frames, m["batch_size"], rows=rows_c),
+        cache = real_cache(cache_dir, split, len(rows_c), m.seed, frames, label) if cache_dir else None
+        return i3d_of(model, real_batches(config, index_path, split, len(rows_c), frames, m.batch_size, rows=rows_c),
                       f"I3D real {split} {name}", cache, cache_key(config, fps, split, len(rows_c), frames, label), fid_model)
 
     rows = []
     for group, name, label in classes:
-        ref = class_outputs(m["real_split"], label, name)
+        ref = class_outputs(m.real_split, label, name)
         if ref is None:
-            raise ValueError(f"{index_path}: class {name!r} has fewer than 2 clips in split {m['real_split']!r}; per-class FID needs 2 or more")
+            raise ValueError(f"{index_path}: class {name!r} has fewer than 2 clips in split {m.real_split!r}; per-class FID needs 2 or more")
         ref_l, ref_f = ref
         # the class's held-out clips against its reference: how far its own real clips score
-        held = class_outputs(m["heldout_split"], label, name) if m["heldout_split"] else None
+        held = class_outputs(m.heldout_split, label, name) if m.heldout_split else None
         floor = {"n_heldout": 0 if held is None else len(held[0]),
                  "floor_FID": None if held is None else frechet_from_samples(held[1], ref_f),
                  "floor_FVD": None if held is None else frechet_from_samples(held[0], ref_l)}
-        batches = _generated_batches(sampler, label, n, m["batch_size"], frames, s, level1_frames, s["seed"] + 7919 * (label + 1))
+        batches = _generated_batches(sampler, label, n, m.batch_size, frames, s, level1_frames, s.seed + 7919 * (label + 1))
         gen_l, gen_f = i3d_outputs(model, batches, total=n, desc=f"I3D samples {name}", fid_model=fid_model)
-        is_mean, is_std = inception_score(gen_l, m["is_splits"])
+        is_mean, is_std = inception_score(gen_l, m.is_splits)
         rows.append({"group": group, "class": name, "label": label, "frames": frames, "n_samples": n, "n_real": len(ref_l),
                      "IS": is_mean, "IS_std": is_std, "FID": frechet_from_samples(gen_f, ref_f),
                      "FVD": frechet_from_samples(gen_l, ref_l), **floor, "networks": net_text, "protocol": protocol})

@@ -4,10 +4,8 @@ model, level, frames, resolution, metric, value, n_samples, protocol."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import re
 from pathlib import Path
 
 import h5py
@@ -24,42 +22,17 @@ from cvg.metrics.classifier import cached_classifier, classifier_scores, predict
 from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.i3d import K400, network_name
 from cvg.metrics.protocol import RESIZE
+from cvg.metrics.psd import psd_table
 from cvg.tables import markdown_table
-from cvg.variants import WINDOWS
-from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
+from cvg.variants import WINDOWS, paired_comparisons
+from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]
 PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]
-# (model, baseline) pairs whose samples are paired (same level-1 noise, or the same real
-# level-1 clips): the whole upsampling stack against its baselines ...
-STACK_PAIRS = (
-    ("cascade", "untrained_upsampling"),
-    ("cascade", "bilinear_level1"),
-    ("cascade_on_real_level1", "bilinear_on_real_level1"),
-)
-# ... and, along each chain level 1 -> cascade_to_level2 -> ... -> cascade, every level
-# against the cascade one level shorter: what that upsampling level adds
-LEVEL_CHAINS = (
-    ("bilinear_level1", "", "cascade"),
-    ("bilinear_on_real_level1", "_on_real_level1", "cascade_on_real_level1"),
-)
-
-
-def paired_comparisons(models) -> list[tuple[str, str]]:
-    """The (model, baseline) pairs of ``STACK_PAIRS`` and ``LEVEL_CHAINS`` among ``models``."""
-    models = set(models)
-    pairs = list(STACK_PAIRS)
-    for first, suffix, last in LEVEL_CHAINS:
-        partial = sorted((int(m.group(1)), m.group(0)) for name in models if (m := re.fullmatch(rf"cascade_to_level(\d+){suffix}", name)))
-        chain = [first, *(name for _, name in partial), last]
-        pairs += [(upper, lower) for lower, upper in itertools.pairwise(chain) if (upper, lower) not in pairs]
-    return [(model, baseline) for model, baseline in pairs if model in models and baseline in models]
-
-
 def eval_lengths(config: Config) -> list[int]:
     """The config's ``metrics.frames`` as a list of clip lengths."""
-    return as_lengths(config.raw["metrics"]["frames"])
+    return list(config.metrics.frames)
 
 
 def clip_name(frames: int) -> str:
@@ -75,16 +48,16 @@ PROTOCOL_VERSION = f"{RESIZE} v2"
 def protocol_name(config: Config, frames: int, training_setup: bool = False) -> str:
     """How a row was scored: network, clip length (``-training-setup``: the samples of
     ``cascade_windows``; otherwise the first frames of the unrolled videos), resize, reference."""
-    m = config.raw["metrics"]
+    m = config.metrics
     setup = "-training-setup" if training_setup else ""
-    return f"{K400} {clip_name(frames)}{setup} {RESIZE} ref={m['real_split']}:{m['n_real']}@seed{m['seed']}"
+    return f"{K400} {clip_name(frames)}{setup} {RESIZE} ref={m.real_split}:{m.n_real}@seed{m.seed}"
 
 
 def networks(config: Config) -> dict[str, str]:
     """The network behind each metric, as the rows name it: FVD and IS on the TF-Hub
     Kinetics-400 I3D (the paper's); FID on ``metrics.fid_network`` when given (the paper's
     Kinetics-600 I3D), else on the Kinetics-400 one, which the row says is not the paper's."""
-    fid = config.raw["metrics"]["fid_network"]
+    fid = config.metrics.fid_network
     return {"FVD": f"{K400} logits", "IS": f"{K400} softmax", "IS_std": f"{K400} softmax",
             "FID": f"{network_name(fid)} Mixed_5c" if fid else f"{K400} Mixed_5c (the paper: i3d-k600)"}
 
@@ -92,7 +65,7 @@ def networks(config: Config) -> dict[str, str]:
 def load_judges(config: Config, device: str):
     """(the I3D of FVD and IS, the I3D of FID or None when it is the same network)."""
     dev = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
-    fid = config.raw["metrics"]["fid_network"]
+    fid = config.metrics.fid_network
     return i3d.load_i3d(dev), (i3d.load_i3d(dev, fid) if fid else None)
 
 
@@ -133,7 +106,7 @@ def split_rows(config: Config, index_path: str | os.PathLike, split: str, n: int
     rows = index[index["split"] == split]
     if rows.empty:
         raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
-    return choose_clips(rows, n, config.raw["metrics"]["seed"])
+    return choose_clips(rows, n, config.metrics.seed)
 
 
 def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int, level: int | None = None,
@@ -165,7 +138,7 @@ def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: in
 def cache_key(config: Config, fps: Fingerprints, split: str, n: int, frames: int, label: int | None = None) -> str:
     """What a cached set of real-clip I3D outputs depends on: the data (its stage fingerprint),
     which clips (split, class, count, seed of the draw), their length, the protocol and networks."""
-    return json.dumps({"data": fps.fingerprint("data"), "split": split, "label": label, "n": n, "seed": config.raw["metrics"]["seed"],
+    return json.dumps({"data": fps.fingerprint("data"), "split": split, "label": label, "n": n, "seed": config.metrics.seed,
                        "frames": frames, "protocol": PROTOCOL_VERSION, "networks": networks(config)}, sort_keys=True)
 
 
@@ -208,9 +181,9 @@ def score_rows(model: str, level, frames: int, resolution: int, logits, features
 def strip_clips(config: Config, index_path, samples_path, classes: int = 3) -> dict[str, np.ndarray]:
     """Real held-out clips above generated ones, one pair per class for the first ``classes``
     classes (labels from the index and the samples file): the demo's strip PNG."""
-    m = config.raw["metrics"]
-    split = m["heldout_split"] or m["real_split"]
-    rows = split_rows(config, index_path, split, m["n_real"])
+    m = config.metrics
+    split = m.heldout_split or m.real_split
+    rows = split_rows(config, index_path, split, m.n_real)
     index = read_index(index_path)
     names = dict(zip(index["label"], index.get("label_name", index["label"].astype(str))))
     top = config.top.frames
@@ -229,20 +202,20 @@ def strip_clips(config: Config, index_path, samples_path, classes: int = 3) -> d
 def classifier_rows(config: Config, fps: Fingerprints, index_path, samples: dict[str, str], frames: int, cache_dir) -> list[dict]:
     """ACC and CIS of the held-out real clips (the ceiling) and of every generated set, by the
     classifier trained on the real_split clips (``cvg.metrics.classifier``), on their first ``frames``."""
-    m = config.raw["metrics"]
-    rows = split_rows(config, index_path, m["real_split"], m["n_real"])
+    m = config.metrics
+    rows = split_rows(config, index_path, m.real_split, m.n_real)
     if (rows["label"] < 0).all():
         print("metrics.classifier_steps: the data has no classes; no classifier rows", flush=True)
         return []
     n_classes = int(read_index(index_path)["label"].max()) + 1
-    clips = next(real_batches(config, index_path, m["real_split"], m["n_real"], frames, len(rows), rows=rows)[0])
-    key = {"data": fps.fingerprint("data"), "split": m["real_split"], "n": len(rows), "seed": m["seed"], "frames": frames,
-           "steps": m["classifier_steps"], "version": 1}
-    judge = cached_classifier(Path(cache_dir), key, lambda: train_classifier(clips, rows["label"].to_numpy(), n_classes, m["classifier_steps"], m["seed"]))
+    clips = next(real_batches(config, index_path, m.real_split, m.n_real, frames, len(rows), rows=rows)[0])
+    key = {"data": fps.fingerprint("data"), "split": m.real_split, "n": len(rows), "seed": m.seed, "frames": frames,
+           "steps": m.classifier_steps, "version": 1}
+    judge = cached_classifier(Path(cache_dir), key, lambda: train_classifier(clips, rows["label"].to_numpy(), n_classes, m.classifier_steps, m.seed))
     sets = {}
-    if m["heldout_split"]:
-        held = split_rows(config, index_path, m["heldout_split"], m["n_real"])
-        sets[f"real:{m['heldout_split']}"] = ("data", next(real_batches(config, index_path, m["heldout_split"], m["n_real"], frames, len(held),
+    if m.heldout_split:
+        held = split_rows(config, index_path, m.heldout_split, m.n_real)
+        sets[f"real:{m.heldout_split}"] = ("data", next(real_batches(config, index_path, m.heldout_split, m.n_real, frames, len(held),
                                                                          rows=held)[0]), held["label"].to_numpy())
     top = len(config.levels)
     for name, path in samples.items():
@@ -250,7 +223,7 @@ def classifier_rows(config: Config, fps: Fingerprints, index_path, samples: dict
             sets[name] = (top, h5[f"level{top}"][:, :frames], h5["label"][:])
     out = []
     base = {"frames": frames, "resolution": config.top.resolution, "network": "classifier of the dataset's classes",
-            "protocol": f"video classifier on {m['real_split']}:{len(rows)} ({m['classifier_steps']} steps), first {frames}f, chance {1 / n_classes:.3f}"}
+            "protocol": f"video classifier on {m.real_split}:{len(rows)} ({m.classifier_steps} steps), first {frames}f, chance {1 / n_classes:.3f}"}
     for name, (level, data, labels) in sets.items():
         scores = classifier_scores(predict(judge, data), labels)
         out += [{**base, "model": name, "level": level, "metric": metric, "value": value, "n_samples": len(data)} for metric, value in scores.items()]
@@ -309,8 +282,8 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     split (the floor), against the real split's I3D statistics (cached per protocol); with
     ``paired_csv``, also the paired differences of ``paired_comparisons`` with bootstrap intervals; with
     ``markdown``, both as Markdown with a verdict per pair."""
-    m = config.raw["metrics"]
-    batch, top = m["batch_size"], config.top
+    m = config.metrics
+    batch, top = m.batch_size, config.top
     lengths = eval_lengths(config)
     fps = index_fingerprints(config, index_path)
     # the training setup's samples at their own length only; the unrolled samples at metrics.frames
@@ -323,25 +296,25 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     rows, paired = [], []
     for frames in sorted(set().union(lengths, *scored_at.values())):
         proto = protocol_name(config, frames)
-        ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m["real_split"], m["n_real"], frames, batch),
-                              f"I3D real {m['real_split']} {frames}f", real_cache(cache_dir, m["real_split"], m["n_real"], m["seed"], frames),
-                              cache_key(config, fps, m["real_split"], m["n_real"], frames), fid_model)
-        if m.get("heldout_split"):
-            split = m["heldout_split"]
-            held = i3d_of(model, real_batches(config, index_path, split, m["n_real"], frames, batch), f"I3D real {split} {frames}f",
-                          real_cache(cache_dir, split, m["n_real"], m["seed"], frames), cache_key(config, fps, split, m["n_real"], frames),
+        ref_l, ref_f = i3d_of(model, real_batches(config, index_path, m.real_split, m.n_real, frames, batch),
+                              f"I3D real {m.real_split} {frames}f", real_cache(cache_dir, m.real_split, m.n_real, m.seed, frames),
+                              cache_key(config, fps, m.real_split, m.n_real, frames), fid_model)
+        if m.heldout_split:
+            split = m.heldout_split
+            held = i3d_of(model, real_batches(config, index_path, split, m.n_real, frames, batch), f"I3D real {split} {frames}f",
+                          real_cache(cache_dir, split, m.n_real, m.seed, frames), cache_key(config, fps, split, m.n_real, frames),
                           fid_model)
-            rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m["is_splits"], proto, nets)
+            rows += score_rows(f"real:{split}", "data", frames, top.resolution, *held, ref_l, ref_f, m.is_splits, proto, nets)
         outputs = {}
         for name, path in samples.items():
             if frames not in scored_at[name]:
                 continue
             outputs[name] = i3d_of(model, sample_batches(path, len(config.levels), frames, batch), f"I3D {name} {frames}f", fid_model=fid_model)
             row_proto = protocol_name(config, frames, training_setup=True) if name == WINDOWS else proto
-            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m["is_splits"], row_proto, nets)
+            rows += score_rows(name, len(config.levels), frames, top.resolution, *outputs[name], ref_l, ref_f, m.is_splits, row_proto, nets)
         if paired_csv is not None:
             paired += paired_rows(outputs, (ref_l, ref_f), frames, n_boot)
-    if m["classifier_steps"]:
+    if m.classifier_steps:
         rows += classifier_rows(config, fps, index_path, {k: v for k, v in samples.items() if k != WINDOWS}, max(lengths), cache_dir)
     table = pd.DataFrame(rows, columns=COLUMNS)
     paired = pd.DataFrame(paired, columns=PAIRED_COLUMNS) if paired_csv is not None else None
@@ -352,3 +325,16 @@ def evaluate(config: Config, index_path: str | os.PathLike, samples: dict[str, s
     write_csv(table, out_csv)
     write_stamp_file(out_csv, fps.stamp("metrics"))
     return table
+
+
+def psd_stage(config: Config, index_path: str | os.PathLike, samples: dict[str, str], frames: list[int], n: int) -> pd.DataFrame:
+    """Appendix D's table: the PSD (``cvg.metrics.psd``) of ``n`` real clips of ``metrics.real_split``
+    and of each generated set {name: samples HDF5} at the top level, at the frame indices the
+    videos have (frame 0 when none of ``frames`` is within them)."""
+    frames = [t for t in frames if t < config.top.frames] or [0]
+    batches, _ = real_batches(config, index_path, config.metrics.real_split, n, config.top.frames, n)
+    rows = psd_table(np.concatenate(list(batches)), frames, "real")
+    for name, path in samples.items():
+        with h5py.File(path, "r") as h5:
+            rows += psd_table(h5[f"level{len(config.levels)}"][:n], frames, name)
+    return pd.DataFrame(rows)

@@ -25,7 +25,7 @@ from cvg.metrics.frechet import frechet_from_samples
 from cvg.metrics.run import cache_key, i3d_of, real_batches
 from cvg.models.layers import set_norm_eval_stats
 from cvg.pyramid import naive_upsample, quantize
-from cvg.sample import CascadeSampler, unroll
+from cvg.cascade import CascadeSampler, unroll
 
 
 @dataclass
@@ -45,11 +45,10 @@ class Selection:
 
 class LevelEvaluator:
     def __init__(self, config: Config, index: int, data_index: Path, fps: Fingerprints, device: torch.device, n: int, cache_dir: Path):
-        m = config.raw["metrics"]
-        self.config, self.index, self.device, self.n, self.batch = config, index, device, n, m["batch_size"]
+        self.config, self.index, self.device, self.n, self.batch = config, index, device, n, config.metrics.batch_size
         self.frames = min(config.top.frames, SHORT_CLIP_FRAMES)
         self.model = i3d.load_i3d(device)
-        split = m["real_split"]
+        split = config.metrics.real_split
         self.ref, _ = i3d_of(self.model, real_batches(config, data_index, split, n, self.frames, self.batch), f"I3D real {split} (evaluation)",
                              cache_dir / f"real_{split}_{n}_{self.frames}f.npz", cache_key(config, fps, split, n, self.frames))
 
@@ -70,7 +69,7 @@ class LevelEvaluator:
                     video = g(z, label)
                 else:
                     lower = frozen.from_noise([torch.randn(k, f.z_dim, generator=gen) for f in frozen.generators], label)[-1]
-                    video = unroll(g, lower, z, label, self.config.raw["sample"]["chunk"])
+                    video = unroll(g, lower, z, label, self.config.sample.chunk)
                 for lv in self.config.levels[self.index:]:
                     video = naive_upsample(video, lv.temporal_factor, lv.spatial_factor)
                 videos.append(quantize(video[:, :, : self.frames]).permute(0, 2, 3, 4, 1).cpu().numpy())

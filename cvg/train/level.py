@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cvg.config import Config, LevelSpec, TrainSpec
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
@@ -105,6 +106,18 @@ class Level:
         self.compiled: str | None = None  # the torch.compile backend, once compile() has run
         self.D_plain = Discriminators(self.D)  # no DDP wrapper: the G step needs no D gradients synced
         self.D_run: nn.Module = self.D_plain
+
+    def wrap(self, world: int, compile: bool, verbose: bool = True) -> None:
+        """The forward wrappers of training: DistributedDataParallel across ``world`` processes,
+        then torch.compile where asked (``train.compile``; on CUDA only: a CPU run stays eager)."""
+        if world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G_run = DDP(self.G, device_ids=ids, broadcast_buffers=False)
+            self.D_run = DDP(self.D_run, device_ids=ids, broadcast_buffers=False)
+        if compile and self.device.type == "cuda":
+            self.compile()
+        elif compile and verbose:
+            print(f"level {self.index}: train.compile applies on CUDA only; running eagerly on {self.device.type}", flush=True)
 
     def compile(self, backend="inductor") -> None:
         """torch.compile the forward wrappers (after any DDP wrapping): the G step's generator and

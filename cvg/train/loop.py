@@ -37,7 +37,7 @@ from cvg.data.shards import index_fingerprints
 from cvg.data.windows import PyramidWindows
 from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
-from cvg.sample import CascadeSampler, level_grid
+from cvg.cascade import CascadeSampler, level_grid
 from cvg.video_io import encode_video
 from cvg.pyramid import crop_windows
 from cvg.train.evaluate import LevelEvaluator, Selection
@@ -267,26 +267,6 @@ class CsvLog:
 EVAL_FIELDS = ["step", "fvd", "best_step", "best_fvd"]
 
 
-def evaluate_step(evaluator, level: Level, frozen, n_classes: int, step: int, selection: Selection, t, work_dir: Path, final_state,
-                  eval_log: CsvLog) -> bool:
-    """Score the level at ``step``; keep its state as ``best.pt`` when it is the best so far;
-    return whether training should stop early (``train.early_stop`` evaluations without improvement)."""
-    fvd = evaluator.score(level.G_final, frozen, n_classes)
-    selection.evaluations, selection.last_fvd = selection.evaluations + 1, fvd
-    if fvd < selection.fvd:
-        selection.step, selection.fvd, selection.since_best = step, fvd, 0
-        selection.why = (f"lowest FVD ({fvd:.2f}, {t.eval_samples} samples) of the evaluations every {t.eval_every} steps")
-        save_atomic(final_state(selection), work_dir / "best.pt")
-    else:
-        selection.since_best += 1
-    eval_log.append({"step": step, "fvd": f"{fvd:.4f}", "best_step": selection.step, "best_fvd": f"{selection.fvd:.4f}"})
-    print(f"level {level.spec.index}: step {step} FVD {fvd:.2f} (best {selection.fvd:.2f} at step {selection.step})", flush=True)
-    stop = bool(t.early_stop) and selection.since_best >= t.early_stop
-    if stop:  # recorded in the final checkpoint, which takes the selection as it stands then
-        selection.why += f"; training stopped early after {selection.since_best} evaluations without improvement"
-    return stop
-
-
 def resume_state(work: WorkState, rank: int, world: int, device) -> dict | None:
     """The state to resume from (None: a fresh start). Rank 0 decides (and moves a stale folder
     aside); the other ranks then load the same file."""
@@ -305,18 +285,238 @@ def resume_state(work: WorkState, rank: int, world: int, device) -> dict | None:
 
 
 # -- the loop ------------------------------------------------------------------------------------
-def train_level(
-    config: Config,
-    index: int,
-    data_index: str | os.PathLike,
-    out_path: str | os.PathLike,
-    work_dir: str | os.PathLike,
-    prev_checkpoints: list[str] = (),
-    device: str | None = None,
-    stop_after: int | None = None,
-    progress: bool = True,
-    stop_requested=None,
-) -> Path | None:
+class Trainer:
+    """One level's training run, as the algorithm reads: ``__init__`` sets it up (data, the frozen
+    lower levels, the level's networks, the state to resume), then every ``step`` is D steps and a
+    G step on one global batch, followed by ``log``, ``monitor``, ``evaluate`` and ``checkpoint``
+    at their cadences; ``finish`` writes the level's artefact."""
+
+    def __init__(self, config: Config, index: int, data_index, out_path, work_dir, prev_checkpoints=(), device: str | None = None,
+                 progress: bool = True):
+        self.rank, self.world, self.device = init_distributed(device)
+        self.config, self.index, self.spec, self.t = config, index, config.level(index), config.train(index)
+        if len(prev_checkpoints) != index - 1:
+            raise ValueError(f"level {index} needs the checkpoints of levels 1..{index - 1}, got {len(prev_checkpoints)}")
+        self.data_index, self.out_path, self.work_dir = Path(data_index), Path(out_path), Path(work_dir)
+        self.fps = index_fingerprints(config, self.data_index)  # the index must be this config's data
+        self.stage = f"train{index}"
+        self.work = WorkState(self.work_dir, self.fps, self.stage)
+        dataset = PyramidWindows(config, self.data_index, index, split="train", seed=self.t.seed)
+        self.n_classes = n_classes_from(self.data_index, config)
+        torch.manual_seed(self.t.seed * 1000 + index)  # initialisation: same on every rank and every run
+        self.frozen = self._frozen_levels(prev_checkpoints)
+        state = resume_state(self.work, self.rank, self.world, self.device)
+        with skipped_orthogonal_init() if state is not None else nullcontext():  # the checkpoint overwrites every weight
+            self.level = Level(config, index, self.n_classes, self.device)
+        self.step_count = 0
+        self.stream = BatchStream(dataset, self.t.batch_size, self.t.seed, self.rank, self.world, self.t.num_workers)
+        self.selection = Selection()
+        if state is not None:
+            self.restore(state)
+        lead = self.rank == 0
+        self.evaluator = self.eval_log = None
+        if self.t.eval_every and lead:
+            self.evaluator = LevelEvaluator(config, index, self.data_index, self.fps, self.device, self.t.eval_samples, self.work_dir / "eval_cache")
+            self.eval_log = CsvLog(self.work_dir / "eval.csv", self.step_count, EVAL_FIELDS)
+        self.level.wrap(self.world, self.t.compile, verbose=lead)
+        self.local = slice(self.rank * self.stream.local, (self.rank + 1) * self.stream.local)
+        self.log_file = CsvLog(self.work_dir / "log.csv", self.step_count) if lead else None
+        # TensorBoard beside the CSV log (`tensorboard --logdir results/NAME/train`); a resumed run drops the events after its step
+        self.board = SummaryWriter(str(self.work_dir / "tensorboard"), purge_step=self.step_count + 1 if self.step_count else None) if lead else None
+        self.bar = tqdm(total=self.t.steps, initial=self.step_count, desc=f"level {index}", unit="step", disable=not progress or not lead)
+        self.tick, self.tick_step = time.perf_counter(), self.step_count
+
+    def _frozen_levels(self, prev_checkpoints) -> CascadeSampler | None:
+        """Levels 1..l-1, with BN prepared exactly as for sampling: x̂^{l-1} as inference makes it."""
+        if self.index == 1:
+            return None
+        frozen = CascadeSampler(self.config, [load_generator(self.config, p, self.device, self.fps) for p in prev_checkpoints], self.device)
+        s = self.config.sample
+        frozen.prepare_norms(s.bn, s.bn_passes, self.config.level(1).frames, s.batch_size, s.seed)
+        return frozen
+
+    # -- resumable state ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything a resumed run needs to replay the next steps exactly."""
+        return {"level": self.level.state_dict(), "step": self.step_count, "epoch": self.stream.epoch, "position": self.stream.position,
+                "torch_rng": torch.get_rng_state(), "selection": self.selection.to_dict()}
+
+    def restore(self, state: dict) -> None:
+        self.level.load_state_dict(state["level"])
+        self.step_count, self.stream.epoch, self.stream.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        torch.set_rng_state(state["torch_rng"])
+        if "selection" in state:
+            self.selection = Selection(**state["selection"])
+        if self.rank == 0:
+            print(f"level {self.index}: resuming at step {self.step_count} from {self.work.latest}", flush=True)
+
+    def final_state(self, chosen: Selection) -> dict:
+        """The level's artefact: its generator (the moving average where configured) and D,
+        what they were trained under, and which step they are and why."""
+        level = self.level
+        return {"G": level.G_final.state_dict(), "D": level.D.state_dict(), "ema": self.t.ema, "index": self.index, "n_classes": self.n_classes,
+                "step": self.step_count, "selection": json.dumps(chosen.to_dict()), "config": self.config.to_json(),
+                "spec": json.dumps(asdict(self.spec)), "stamp": self.fps.stamp(self.stage).to_json()}
+
+    # -- one step -------------------------------------------------------------------------------------
+    def _batch(self):
+        batch = self.stream.next()
+        real = batch["video"].to(self.device, non_blocking=True)
+        cond = batch["cond"].to(self.device, non_blocking=True) if "cond" in batch else None
+        label = batch["label"].to(self.device) if self.n_classes else None
+        return real, cond, label
+
+    def fake_conditioning(self, sub: int, label) -> torch.Tensor | None:
+        """x̂^{l-1}: the frozen cascade's output, cropped to this step's random windows. Made one
+        micro-batch at a time: the frozen levels' full-length outputs are what is large (eval-mode
+        norms, so each example's output is the same however the batch is split)."""
+        if self.frozen is None:
+            return None
+        t, local = self.t, self.local
+        gen = step_generator(t.seed, self.index, self.step_count, sub, 1)
+        zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(self.device) for g in self.frozen.generators]
+        starts = torch.randint(0, self.config.level(self.index - 1).frames - self.spec.window + 1, (t.batch_size,), generator=gen)[local]
+        return torch.cat([
+            crop_windows(self.frozen.from_noise([z[c] for z in zs], take_rows(label, c))[-1], starts[c], self.spec.window)
+            for c in self.level.micro_batches(len(starts))
+        ])
+
+    def step(self) -> torch.Tensor:
+        """``train.d_steps`` discriminator updates, one generator update; returns (loss_d, loss_g)."""
+        t, level, frames = self.t, self.level, self.spec.window_out
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            for sub in range(t.d_steps):
+                real, real_cond, label = self._batch()
+                draws = level.draws(self.step_count, sub, t.batch_size, self.local, frames, pairs=2)
+                loss_d = level.update_D(real, real_cond, self.fake_conditioning(sub, label), label, draws)
+            draws = level.draws(self.step_count, t.d_steps, t.batch_size, self.local, frames, pairs=1)
+            loss_g = level.update_G(self.fake_conditioning(t.d_steps, label), label, draws, real, real_cond)
+        self.step_count += 1
+        level.update_ema(self.step_count)
+        losses = torch.stack([loss_d.float(), loss_g.float()])
+        if not torch.isfinite(losses).all():
+            latest = self.work.latest
+            raise NonFiniteLossError(
+                f"level {self.index}: non-finite loss at step {self.step_count} (D {losses[0].item()}, G {losses[1].item()}); "
+                f"the last good state is {latest if latest.exists() else 'the initial one (no checkpoint yet)'}: "
+                "lower the learning rates or check the data, then rerun to resume from it"
+            )
+        self.bar.update(1)
+        return losses
+
+    # -- at their cadences ------------------------------------------------------------------------------
+    def due(self, every: int) -> bool:
+        return self.step_count % every == 0 or self.step_count == self.t.steps
+
+    def log(self, losses: torch.Tensor) -> None:
+        """A row of log.csv, TensorBoard scalars and the progress bar's numbers (rank 0)."""
+        now, step = time.perf_counter(), self.step_count
+        rate = (step - self.tick_step) * self.t.batch_size * (self.t.d_steps + 1) / max(now - self.tick, 1e-9)
+        loss_d, loss_g = losses[0].item(), losses[1].item()
+        self.log_file.append({"step": step, "epoch": self.stream.epoch, "loss_d": f"{loss_d:.5f}", "loss_g": f"{loss_g:.5f}",
+                              "samples_per_s": f"{rate:.2f}", "seconds": f"{now - self.tick:.3f}"})
+        for name, value in (("loss_d", loss_d), ("loss_g", loss_g), ("samples_per_s", rate)):
+            self.board.add_scalar(f"level{self.index}/{name}", value, step)
+        self.bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", samples_s=f"{rate:.1f}")
+        self.tick, self.tick_step = now, step
+
+    def monitor(self) -> None:
+        """A grid of fixed-noise samples, as a PNG and in TensorBoard (rank 0)."""
+        path = self.work_dir / "samples" / f"step{self.step_count:07d}.png"
+        grid = write_sample_grid(self.level, self.frozen, path, self.n_classes, self.device)
+        self.board.add_image(f"level{self.index}/samples", grid, self.step_count, dataformats="HWC")
+
+    def evaluate(self) -> bool:
+        """Score the level now (rank 0); keep its state as ``best.pt`` when it is the best so far;
+        return, on every rank, whether to stop early (``train.early_stop`` evaluations without improvement)."""
+        stop = False
+        if self.rank == 0:
+            t, sel, step = self.t, self.selection, self.step_count
+            fvd = self.evaluator.score(self.level.G_final, self.frozen, self.n_classes)
+            sel.evaluations, sel.last_fvd = sel.evaluations + 1, fvd
+            if fvd < sel.fvd:
+                sel.step, sel.fvd, sel.since_best = step, fvd, 0
+                sel.why = f"lowest FVD ({fvd:.2f}, {t.eval_samples} samples) of the evaluations every {t.eval_every} steps"
+                save_atomic(self.final_state(sel), self.work_dir / "best.pt")
+            else:
+                sel.since_best += 1
+            self.eval_log.append({"step": step, "fvd": f"{fvd:.4f}", "best_step": sel.step, "best_fvd": f"{sel.fvd:.4f}"})
+            self.board.add_scalar(f"level{self.index}/eval_fvd", fvd, step)
+            print(f"level {self.index}: step {step} FVD {fvd:.2f} (best {sel.fvd:.2f} at step {sel.step})", flush=True)
+            stop = bool(t.early_stop) and sel.since_best >= t.early_stop
+            if stop:  # recorded in the final checkpoint, which takes the selection as it stands then
+                sel.why += f"; training stopped early after {sel.since_best} evaluations without improvement"
+        return agree(stop, self.world, self.device)
+
+    def checkpoint(self) -> None:
+        """``latest.pt`` (the one before kept as ``previous.pt``), written by rank 0 while the others wait."""
+        if self.rank == 0:
+            self.work.save(self.state())
+        barrier(self.world)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.board is not None:
+            self.board.close()
+
+    def finish(self) -> Path | None:
+        """The level's artefact (rank 0): the best-scoring step's generator where training evaluated
+        (with why it was chosen and how many were scored), else the last step's."""
+        self.close()
+        if self.rank == 0:
+            best = self.work_dir / "best.pt"
+            if self.t.eval_every and best.exists():
+                save_atomic({**load_checkpoint(best), "selection": json.dumps(self.selection.to_dict())}, self.out_path)
+            else:
+                save_atomic(self.final_state(self.selection if self.t.eval_every else Selection(step=self.step_count)), self.out_path)
+        barrier(self.world)
+        return self.out_path if self.rank == 0 else None
+
+    # -- the run ----------------------------------------------------------------------------------------
+    def finished(self) -> bool:
+        t = self.t
+        return self.step_count >= t.steps or bool(t.early_stop and self.selection.since_best >= t.early_stop)  # (a resumed early stop)
+
+    def run(self, stop_after: int | None = None, stop_requested=None) -> Path | None:
+        """Train to ``train.steps`` (or an early stop) and return ``finish()``. A stop request
+        (``stop_requested()`` or SIGTERM / SIGINT) checkpoints the step it came in and returns None
+        (a signal raises ``Interrupted``); ``stop_after`` steps end the run without the artefact."""
+        t, lead, steps_done = self.t, self.rank == 0, 0
+        with StopSignals() as signals:
+            while not self.finished():
+                losses = self.step()
+                steps_done += 1
+                if lead and self.due(t.log_every):
+                    self.log(losses)
+                if lead and self.due(t.sample_every):
+                    self.monitor()
+                early = bool(t.eval_every) and self.step_count % t.eval_every == 0 and self.evaluate()
+                asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
+                stop = self.step_count < t.steps and agree(asked, self.world, self.device)
+                # the last step too: a failed final save resumes there
+                if self.step_count % t.checkpoint_every == 0 or stop or early or self.step_count == t.steps:
+                    self.checkpoint()
+                if early:
+                    print(f"level {self.index}: early stop at step {self.step_count}: {self.selection.since_best} evaluations without "
+                          f"improvement (best FVD {self.selection.fvd:.2f} at step {self.selection.step})", flush=True)
+                    break
+                if stop:
+                    self.close()
+                    print(f"level {self.index}: stop requested, state of step {self.step_count} saved to {self.work.latest}", flush=True)
+                    if signals.received is not None:
+                        name = signal.Signals(signals.received).name
+                        raise Interrupted(signals.received, f"level {self.index}: stopped by {name} after step {self.step_count}; "
+                                          f"its state is in {self.work.latest}: rerun to resume there")
+                    return None
+                if stop_after is not None and steps_done >= stop_after:
+                    self.close()
+                    return None
+            return self.finish()
+
+
+def train_level(config: Config, index: int, data_index: str | os.PathLike, out_path: str | os.PathLike, work_dir: str | os.PathLike,
+                prev_checkpoints: list[str] = (), device: str | None = None, stop_after: int | None = None, progress: bool = True,
+                stop_requested=None) -> Path | None:
     """Train level ``index`` to ``train.steps`` (resuming from ``work_dir/latest.pt``).
 
     ``stop_after`` ends the process's work after that many steps *without* writing the final
@@ -325,163 +525,8 @@ def train_level(
     function returns None, so a preempted or timed-out job resumes exactly there.
     Returns the final checkpoint path on rank 0.
     """
-    rank, world, dev = init_distributed(device)
-    spec, t = config.level(index), config.train(index)
-    if len(prev_checkpoints) != index - 1:
-        raise ValueError(f"level {index} needs the checkpoints of levels 1..{index - 1}, got {len(prev_checkpoints)}")
-    data_index, out_path, work_dir = Path(data_index), Path(out_path), Path(work_dir)
-    fps = index_fingerprints(config, data_index)  # the index must be this config's data
-    stage = f"train{index}"
-    work = WorkState(work_dir, fps, stage)
-    dataset = PyramidWindows(config, data_index, index, split="train", seed=t.seed)
-    n_classes = n_classes_from(data_index, config)
-    torch.manual_seed(t.seed * 1000 + index)  # initialisation: same on every rank and every run
-    frozen = None
-    if index > 1:  # levels 1..l-1, with BN prepared exactly as for sampling: x̂^{l-1} as inference makes it
-        frozen = CascadeSampler(config, [load_generator(config, p, dev, fps) for p in prev_checkpoints], dev)
-        bn = config.raw["sample"]
-        frozen.prepare_norms(bn["bn"], bn["bn_passes"], config.level(1).frames, bn["batch_size"], bn["seed"])
-    state = resume_state(work, rank, world, dev)
-    with skipped_orthogonal_init() if state is not None else nullcontext():  # the checkpoint overwrites every weight
-        level = Level(config, index, n_classes, dev)
-
-    step = 0
-    stream = BatchStream(dataset, t.batch_size, t.seed, rank, world, t.num_workers)
-    if state is not None:
-        level.load_state_dict(state["level"])
-        step, stream.epoch, stream.position = int(state["step"]), int(state["epoch"]), int(state["position"])
-        torch.set_rng_state(state["torch_rng"])
-        if rank == 0:
-            print(f"level {index}: resuming at step {step} from {work.latest}", flush=True)
-    latest = work.latest
-    selection = Selection(**state["selection"]) if state is not None and "selection" in state else Selection()
-    evaluator = eval_log = None
-    if t.eval_every and rank == 0:
-        evaluator = LevelEvaluator(config, index, data_index, fps, dev, t.eval_samples, work_dir / "eval_cache")
-        eval_log = CsvLog(work_dir / "eval.csv", step, EVAL_FIELDS)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [dev.index] if dev.type == "cuda" else None
-        level.G_run = DDP(level.G, device_ids=ids, broadcast_buffers=False)
-        level.D_run = DDP(level.D_run, device_ids=ids, broadcast_buffers=False)
-    if t.compile and dev.type == "cuda":
-        level.compile()
-    elif t.compile and rank == 0:
-        print(f"level {index}: train.compile applies on CUDA only; running eagerly on {dev.type}", flush=True)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-
-    local = slice(rank * stream.local, (rank + 1) * stream.local)
-    frames_out = spec.window_out
-
-    def batch_on_device():
-        batch = stream.next()
-        real = batch["video"].to(dev, non_blocking=True)
-        cond = batch["cond"].to(dev, non_blocking=True) if "cond" in batch else None
-        label = batch["label"].to(dev) if n_classes else None
-        return real, cond, label
-
-    def fake_conditioning(step_: int, sub: int, label) -> torch.Tensor | None:
-        """x̂^{l-1}: the frozen cascade's output, cropped to this step's random windows. Made one
-        micro-batch at a time: the frozen levels' full-length outputs are what is large (eval-mode
-        norms, so each example's output is the same however the batch is split)."""
-        if frozen is None:
-            return None
-        gen = step_generator(t.seed, index, step_, sub, 1)
-        zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(dev) for g in frozen.generators]
-        starts = torch.randint(0, config.level(index - 1).frames - spec.window + 1, (t.batch_size,), generator=gen)[local]
-        return torch.cat([
-            crop_windows(frozen.from_noise([z[c] for z in zs], take_rows(label, c))[-1], starts[c], spec.window)
-            for c in level.micro_batches(len(starts))
-        ])
-
-    def final_state(chosen: Selection) -> dict:
-        """The level's artefact: its generator (the moving average where configured) and D,
-        what they were trained under, and which step they are and why."""
-        return {"G": level.G_final.state_dict(), "D": level.D.state_dict(), "ema": t.ema, "index": index, "n_classes": n_classes,
-                "step": step, "selection": json.dumps(chosen.to_dict()), "config": json.dumps(config.raw), "spec": json.dumps(asdict(spec)),
-                "stamp": fps.stamp(stage).to_json()}
-
-    log = CsvLog(work_dir / "log.csv", step) if rank == 0 else None
-    # TensorBoard beside the CSV log (`tensorboard --logdir results/NAME/train`); a resumed run drops the events after its step
-    board = SummaryWriter(str(work_dir / "tensorboard"), purge_step=step + 1 if step else None) if rank == 0 else None
-    bar = tqdm(total=t.steps, initial=step, desc=f"level {index}", unit="step", disable=not progress or rank != 0)
-    steps_done, tick, tick_step = 0, time.perf_counter(), step
-    loss_d = loss_g = torch.tensor(0.0)
-    with StopSignals() as signals:
-        while step < t.steps and not (t.early_stop and selection.since_best >= t.early_stop):  # (a resumed early stop)
-            with autocast:
-                for sub in range(t.d_steps):
-                    real, real_cond, label = batch_on_device()
-                    draws = level.draws(step, sub, t.batch_size, local, frames_out, pairs=2)
-                    loss_d = level.update_D(real, real_cond, fake_conditioning(step, sub, label), label, draws)
-                draws = level.draws(step, t.d_steps, t.batch_size, local, frames_out, pairs=1)
-                loss_g = level.update_G(fake_conditioning(step, t.d_steps, label), label, draws, real, real_cond)
-            step += 1
-            level.update_ema(step)
-            steps_done += 1
-            losses = torch.stack([loss_d.float(), loss_g.float()])
-            if not torch.isfinite(losses).all():
-                raise NonFiniteLossError(
-                    f"level {index}: non-finite loss at step {step} (D {losses[0].item()}, G {losses[1].item()}); "
-                    f"the last good state is {latest if latest.exists() else 'the initial one (no checkpoint yet)'}: "
-                    "lower the learning rates or check the data, then rerun to resume from it"
-                )
-            bar.update(1)
-            if rank == 0 and (step % t.log_every == 0 or step == t.steps):
-                now = time.perf_counter()
-                rate = (step - tick_step) * t.batch_size * (t.d_steps + 1) / max(now - tick, 1e-9)
-                log.append({"step": step, "epoch": stream.epoch, "loss_d": f"{losses[0].item():.5f}", "loss_g": f"{losses[1].item():.5f}",
-                            "samples_per_s": f"{rate:.2f}", "seconds": f"{now - tick:.3f}"})
-                board.add_scalar(f"level{index}/loss_d", losses[0].item(), step)
-                board.add_scalar(f"level{index}/loss_g", losses[1].item(), step)
-                board.add_scalar(f"level{index}/samples_per_s", rate, step)
-                bar.set_postfix(loss_d=f"{losses[0].item():.3f}", loss_g=f"{losses[1].item():.3f}", samples_s=f"{rate:.1f}")
-                tick, tick_step = now, step
-            if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
-                grid = write_sample_grid(level, frozen, work_dir / "samples" / f"step{step:07d}.png", n_classes, dev)
-                board.add_image(f"level{index}/samples", grid, step, dataformats="HWC")
-            early = False
-            if t.eval_every and step % t.eval_every == 0:
-                if rank == 0:
-                    early = evaluate_step(evaluator, level, frozen, n_classes, step, selection, t, work_dir, final_state, eval_log)
-                    board.add_scalar(f"level{index}/eval_fvd", selection.last_fvd, step)
-                early = agree(early, world, dev)
-            asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
-            stop = step < t.steps and agree(asked, world, dev)
-            if step % t.checkpoint_every == 0 or stop or early or step == t.steps:  # the last step too: a failed final save resumes there
-                if rank == 0:
-                    work.save({"level": level.state_dict(), "step": step, "epoch": stream.epoch, "position": stream.position,
-                               "torch_rng": torch.get_rng_state(), "selection": selection.to_dict()})
-                barrier(world)
-            if early:
-                print(f"level {index}: early stop at step {step}: {selection.since_best} evaluations without improvement "
-                      f"(best FVD {selection.fvd:.2f} at step {selection.step})", flush=True)
-                break
-            if stop:
-                bar.close()
-                if board is not None:
-                    board.close()
-                print(f"level {index}: stop requested, state of step {step} saved to {latest}", flush=True)
-                if signals.received is not None:
-                    raise Interrupted(signals.received, f"level {index}: stopped by {signal.Signals(signals.received).name} after step {step}; "
-                                      f"its state is in {latest}: rerun to resume there")
-                return None
-            if stop_after is not None and steps_done >= stop_after:
-                bar.close()
-                if board is not None:
-                    board.close()
-                return None
-        bar.close()
-        if rank == 0:
-            board.close()
-            best = work_dir / "best.pt"
-            if t.eval_every and best.exists():  # the best-scoring step's generator, with why it was chosen and how many were scored
-                save_atomic({**load_checkpoint(best), "selection": json.dumps(selection.to_dict())}, out_path)
-            else:
-                save_atomic(final_state(selection if t.eval_every else Selection(step=step)), out_path)
-        barrier(world)
-        return out_path if rank == 0 else None
+    trainer = Trainer(config, index, data_index, out_path, work_dir, prev_checkpoints, device, progress)
+    return trainer.run(stop_after, stop_requested)
 
 
 @torch.no_grad()

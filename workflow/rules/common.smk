@@ -12,7 +12,7 @@ from cvg.config import ConfigError, extends_chain
 from cvg.experiment import build_experiment, load_experiment
 from cvg.fingerprint import fingerprints
 from cvg.tables import experiments_of
-from cvg.variants import ON_REAL, WINDOWS, table_name, trained_levels, variant_names
+from cvg.variants import PATTERN as VARIANT_PATTERN, scored_variants, trained_levels
 
 ENV = "../../envs/cvg.yaml"  # every rule's conda environment (`--use-conda`): the project's one
 
@@ -113,10 +113,9 @@ def config_snapshot(name):
     it does, through each rule's `fingerprint` param (``cvg.fingerprint``). The snapshot and provenance.json record
     what produced the results.
     """
-    import yaml
 
     path = Path("results", name, "config.yaml")
-    text = yaml.safe_dump(EXPERIMENTS[name].raw, sort_keys=False)
+    text = EXPERIMENTS[name].to_yaml()
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
@@ -189,7 +188,7 @@ def level_checkpoints(wildcards):
 def level_norms(wildcards):
     """Every level's BN statistics for sampling (``rule norms``), prepared once for all the sample
     variants; none where ``sample.bn`` is stationary (then there is nothing to prepare)."""
-    if exp(wildcards).raw["sample"]["bn"] != "recompute":
+    if exp(wildcards).sample.bn != "recompute":
         return []
     return [level_norm(wildcards.dataset, lv.index) for lv in exp(wildcards).levels]
 
@@ -209,8 +208,6 @@ def metric_samples(wildcards):
     """{table model name: samples HDF5}: every sample variant (``cvg.variants``: the cascade, its
     baselines, the cascade cut at each intermediate level); the on-real ones only where held-out
     real clips are configured."""
-    m = exp(wildcards).raw["metrics"]
-    variants = [
-        v for v in variant_names(len(exp(wildcards).levels)) if (m["heldout_split"] or not v.endswith(ON_REAL)) and (m["training_setup"] or v != WINDOWS)
-    ]
-    return {table_name(v): samples_file(wildcards.dataset, v) for v in variants}
+    m = exp(wildcards).metrics
+    variants = scored_variants(len(exp(wildcards).levels), bool(m.heldout_split), m.training_setup)
+    return {v: samples_file(wildcards.dataset, v) for v in variants}

@@ -41,10 +41,10 @@ rule psd:
         ENV
     params:
         config=config_file,
-        n=lambda wc: exp(wc).raw["metrics"]["n_real"],
+        n=lambda wc: exp(wc).metrics.n_real,
     shell:
         "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output.csv} --plot {output.svg}"
-        " --samples cascade={input.cascade} bilinear_level1={input.bilinear} > {log} 2>&1"
+        " --samples cascade={input.cascade} bilinear={input.bilinear} > {log} 2>&1"
 
 
 rule paper_table:

@@ -63,7 +63,7 @@ rule sample_baseline:
     log:
         "results/{dataset}/logs/sample/{variant}.log",
     wildcard_constraints:
-        variant="untrained|bilinear|cascade_windows|cascade_on_real|bilinear_on_real|cascade_to_level[0-9]+(_on_real)?",
+        variant=VARIANT_PATTERN,
     conda:
         ENV
     threads: 2
