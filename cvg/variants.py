@@ -24,8 +24,9 @@ BASE_VARIANTS = ("cascade", "untrained", "bilinear")
 WINDOWS = "cascade_windows"
 ON_REAL = "_on_real"
 PARTIAL = re.compile(r"cascade_to_level(\d+)")
-# every variant name, as a regular expression (the sampling rule's wildcard constraint)
-PATTERN = rf"untrained|bilinear(?:{ON_REAL})?|cascade(?:_to_level[0-9]+)?(?:{ON_REAL})?|{WINDOWS}"
+# every variant name but ``cascade`` (whose rule also draws the sample grid), as a regular
+# expression: the wildcard constraint of the rule that samples the others
+PATTERN = rf"untrained|bilinear(?:{ON_REAL})?|cascade{ON_REAL}|cascade_to_level[0-9]+(?:{ON_REAL})?|{WINDOWS}"
 
 # (model, baseline) pairs whose samples are paired (the same level-1 noise, or the same real
 # level-1 clips): the whole upsampling stack against its baselines ...
