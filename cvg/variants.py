@@ -42,10 +42,13 @@ def variant_names(n_levels: int) -> list[str]:
     return own + [f"{v}{ON_REAL}" for v in own if v != "untrained"] + ([WINDOWS] if n_levels > 1 else [])
 
 
-def scored_variants(n_levels: int, heldout: bool, training_setup: bool) -> list[str]:
+def scored_variants(n_levels: int, heldout: bool, training_setup: bool, refine: bool = False) -> list[str]:
     """The variants the metric table scores: the ``*_on_real`` ones where held-out real clips are
-    configured (``metrics.heldout_split``), the training setup where ``metrics.training_setup``."""
-    return [v for v in variant_names(n_levels) if (heldout or not v.endswith(ON_REAL)) and (training_setup or v != WINDOWS)]
+    configured (``metrics.heldout_split``), the training setup where ``metrics.training_setup``,
+    and ``untrained`` unless the upsampling levels refine (``model.refine``: untrained, they *are*
+    the bilinear upsampling, so the row would repeat ``bilinear``'s)."""
+    return [v for v in variant_names(n_levels)
+            if (heldout or not v.endswith(ON_REAL)) and (training_setup or v != WINDOWS) and not (refine and v == "untrained")]
 
 
 def trained_levels(variant: str, n_levels: int) -> int:

@@ -141,7 +141,7 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
     from cvg.config import load_config
     from cvg.pyramid import naive_upsample, to_uint8, to_unit_range
     from cvg.sample import build_sampler, write_samples
-    from cvg.variants import PATTERN, trained_levels, variant_names
+    from cvg.variants import PATTERN, scored_variants, trained_levels, variant_names
     from tests.conftest import REPO
 
     cfg = load_config(REPO / "config" / "demo.yaml")  # 3 levels
@@ -152,6 +152,10 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
     assert all(re.fullmatch(PATTERN, v) for v in variant_names(4) if v != "cascade")  # the baselines' rule's wildcard
     bad = ("cascade", "untrained_on_real", "cascade_windows_on_real", "bilinear_level1", "cascade_to_level")
     assert not any(re.fullmatch(PATTERN, v) for v in bad)
+    # scored: on-real rows with a held-out split, the training setup when asked, no untrained row for refining levels
+    assert scored_variants(3, heldout=False, training_setup=False) == ["cascade", "untrained", "bilinear", "cascade_to_level2"]
+    assert scored_variants(2, heldout=True, training_setup=True, refine=True) == ["cascade", "bilinear", "cascade_on_real", "bilinear_on_real",
+                                                                                  "cascade_windows"]
     with pytest.raises(ValueError, match="cascade_to_level3"):  # not an intermediate level
         build_sampler(cfg, ["1.pt", "2.pt", "3.pt"], "cascade_to_level3")
     with pytest.raises(ValueError, match="levels 1..2, got 1"):

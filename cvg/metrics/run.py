@@ -201,14 +201,16 @@ def strip_clips(config: Config, index_path, samples_path, classes: int = 3) -> d
 
 def classifier_rows(config: Config, fps: Fingerprints, index_path, samples: dict[str, str], frames: int, cache_dir) -> list[dict]:
     """ACC and CIS of the held-out real clips (the ceiling) and of every generated set, by the
-    classifier trained on the real_split clips (``cvg.metrics.classifier``), on their first ``frames``."""
+    classifier trained on every clip of the real split (``cvg.metrics.classifier``; not only the
+    ``n_real`` of the I3D reference), on their first ``frames``."""
     m = config.metrics
-    rows = split_rows(config, index_path, m.real_split, m.n_real)
+    index = read_index(index_path)
+    rows = index[index["split"] == m.real_split]
     if (rows["label"] < 0).all():
         print("metrics.classifier_steps: the data has no classes; no classifier rows", flush=True)
         return []
-    n_classes = int(read_index(index_path)["label"].max()) + 1
-    clips = next(real_batches(config, index_path, m.real_split, m.n_real, frames, len(rows), rows=rows)[0])
+    n_classes = int(index["label"].max()) + 1
+    clips = next(real_batches(config, index_path, m.real_split, len(rows), frames, len(rows), rows=rows)[0])
     key = {"data": fps.fingerprint("data"), "split": m.real_split, "n": len(rows), "seed": m.seed, "frames": frames,
            "steps": m.classifier_steps, "version": 1}
     judge = cached_classifier(Path(cache_dir), key, lambda: train_classifier(clips, rows["label"].to_numpy(), n_classes, m.classifier_steps, m.seed))

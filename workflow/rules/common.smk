@@ -208,6 +208,6 @@ def metric_samples(wildcards):
     """{table model name: samples HDF5}: every sample variant (``cvg.variants``: the cascade, its
     baselines, the cascade cut at each intermediate level); the on-real ones only where held-out
     real clips are configured."""
-    m = exp(wildcards).metrics
-    variants = scored_variants(len(exp(wildcards).levels), bool(m.heldout_split), m.training_setup)
+    cfg = exp(wildcards)
+    variants = scored_variants(len(cfg.levels), bool(cfg.metrics.heldout_split), cfg.metrics.training_setup, cfg.model.refine)
     return {v: samples_file(wildcards.dataset, v) for v in variants}
