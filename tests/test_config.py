@@ -106,3 +106,16 @@ def test_sampling_and_metric_jobs_take_one_gpu_on_one_node():
     ev = build_config(raw).slurm_eval()
     assert (ev.gpus_per_node, ev.time_min) == (2, 30)
     assert load_config(REPO / "config" / "demo.yaml").slurm_eval().gpus_per_node == 0  # a CPU experiment stays on CPU
+
+
+def test_the_demo_spends_its_training_budget_on_level_1():
+    """The demo's time split (config/demo.yaml, docs/demo_tuning.md): level 1, whose samples the
+    classifier judges, takes most of the training work (generated and real samples through G and
+    D, weighted by their pixels); the whole stays within the work that trained in under 7 minutes
+    on 2 CPU cores, so the first command keeps to its time."""
+    cfg = load_config(REPO / "config" / "demo.yaml")
+    work = [t.steps * t.batch_size * (t.d_steps + 1) * lv.window_out * lv.resolution**2
+            for lv, t in ((lv, cfg.train(lv.index)) for lv in cfg.levels)]
+    assert work[0] > sum(work[1:]), work
+    assert sum(work) <= 60e6, work
+    assert cfg.model.refine and cfg.metrics.classifier_steps > 0

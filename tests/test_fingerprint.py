@@ -30,7 +30,7 @@ EXPECTED_FIRST = {
     "dataset.annotations": "data", "dataset.extensions": "data",
     **{f"dataset.demo.{k}": "demo" for k in ("videos_per_class", "frames", "width", "height", "fps", "seed", "crf", "object_size",
                                                "grating_frequency", "detail_frequency", "ring_period", "background", "objects",
-                                               "class_colours")},
+                                               "class_colours", "bounce_speed", "orbit_radius", "orbit_speed")},
     **{f"data.{k}": "data" for k in ("fps", "stride", "splits", "clips_per_video", "shard_size_mb", "compression", "scale_flags")},
     "data.workers": None, "data.ffmpeg_threads": None,
     **{f"levels[].{k}": "data" for k in ("frames", "resolution", "temporal_factor", "spatial_factor", "stride")},
@@ -186,7 +186,8 @@ def _changed(value, key):
              "train.launcher": "torchrun", "sample.bn": "stationary", "metrics.short_clips": "repeat", "model.preset": "bdd256", "metrics.real_split": "test",
              "metrics.heldout_split": "train", "data.splits": ["train", "test", "val"], "dataset.ucf101_split": 2,
              "metrics.frames": 12, "dataset.demo.object_size": [0.1, 0.2], "dataset.demo.grating_frequency": [0.1, 0.2],
-             "dataset.demo.detail_frequency": [0.5, 0.9], "dataset.demo.ring_period": 3.0,
+             "dataset.demo.detail_frequency": [0.5, 0.9], "dataset.demo.ring_period": 3.0, "dataset.demo.bounce_speed": [1.0, 2.0],
+             "dataset.demo.orbit_radius": [0.2, 0.25], "dataset.demo.orbit_speed": [0.1, 0.2],
              "dataset.demo.background": "gratings", "dataset.demo.objects": [1, 2], "dataset.demo.crf": 20,
              "train.betas": [0.5, 0.999], "train.ema": 0.5, "train.ema_ramp": 4.0, "slurm.tasks_per_node": 2}
     if key in enums:

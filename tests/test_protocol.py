@@ -149,13 +149,13 @@ def test_the_classifier_judge_tells_real_clips_from_shuffled_labels_and_noise(tm
     from cvg.metrics.classifier import cached_classifier, classifier_scores, predict, train_classifier
     from cvg.pyramid import spatial_downsample
 
-    spec = DemoSpec(frames=16, background="plain", objects=(1, 1), class_colours=True, object_size=(0.12, 0.18))  # the demo's
+    spec = DemoSpec(frames=16, width=96, height=96, background="plain", objects=(1, 1), class_colours=True, object_size=(0.14, 0.2))  # the demo's
 
     def clips(split, per_class):
         videos, labels = [], []
         for label in range(len(CLASSES)):
             for i in range(per_class):
-                v = torch.from_numpy(render_clip(label, i, split, spec)[:, :, 16:112]).permute(3, 0, 1, 2)[None].float()
+                v = torch.from_numpy(render_clip(label, i, split, spec)).permute(3, 0, 1, 2)[None].float()
                 videos.append(spatial_downsample(v, 3)[0].permute(1, 2, 3, 0).round().clamp(0, 255).to(torch.uint8).numpy())
                 labels.append(label)
         return np.stack(videos), np.array(labels)

@@ -48,6 +48,11 @@ class DemoSpec:
     # each shape its own hue (circles red, squares green, triangles blue, in varying shades)
     # instead of any colour: classes a small generator can tell apart at level 1's 16x16
     class_colours: bool = False
+    # motion, per rendered frame: bounce speed in pixels, orbit radius as a fraction of the
+    # shorter side and orbit angular speed in radians ([min, max], drawn per video)
+    bounce_speed: tuple[float, float] = (1.2, 2.4)
+    orbit_radius: tuple[float, float] = (0.18, 0.3)
+    orbit_speed: tuple[float, float] = (0.12, 0.22)
 
     def __post_init__(self) -> None:
         if self.background not in ("gratings", "plain"):
@@ -58,7 +63,7 @@ class DemoSpec:
         object.__setattr__(self, "objects", (int(lo), int(hi)))
         if self.ring_period is not None and not self.ring_period > 0:
             raise ValueError(f"demo.ring_period must be a positive number of pixels, got {self.ring_period}")
-        for name in ("object_size", "grating_frequency", "detail_frequency"):  # YAML gives lists; keep the spec hashable
+        for name in ("object_size", "grating_frequency", "detail_frequency", "bounce_speed", "orbit_radius", "orbit_speed"):  # YAML gives lists; keep the spec hashable
             value = getattr(self, name)
             if value is None:
                 continue
@@ -99,7 +104,7 @@ def _trajectory(rng: np.random.Generator, motion: str, spec: DemoSpec, radius: f
     t = np.arange(spec.frames, dtype=np.float64)
     w, h = spec.width, spec.height
     if motion == "bounce":
-        speed = rng.uniform(1.2, 2.4)
+        speed = rng.uniform(*spec.bounce_speed)
         angle = rng.uniform(0, 2 * np.pi)
         start = rng.uniform([radius, radius], [w - radius, h - radius])
         raw = start[None] + t[:, None] * speed * np.array([np.cos(angle), np.sin(angle)])[None]
@@ -107,9 +112,9 @@ def _trajectory(rng: np.random.Generator, motion: str, spec: DemoSpec, radius: f
         folded = np.mod(raw - lo, 2 * span)  # reflect off the walls
         return lo + np.where(folded > span, 2 * span - folded, folded)
     if motion == "orbit":
-        orbit = rng.uniform(0.18, 0.3) * min(w, h)
+        orbit = rng.uniform(*spec.orbit_radius) * min(w, h)
         centre = rng.uniform([radius + orbit, radius + orbit], [w - radius - orbit, h - radius - orbit])
-        omega = rng.choice([-1, 1]) * rng.uniform(0.12, 0.22)
+        omega = rng.choice([-1, 1]) * rng.uniform(*spec.orbit_speed)
         phase = rng.uniform(0, 2 * np.pi)
         return centre[None] + orbit * np.stack([np.cos(omega * t + phase), np.sin(omega * t + phase)], 1)
     raise ValueError(f"unknown motion {motion!r}")
