@@ -63,7 +63,8 @@ class DemoSpec:
         object.__setattr__(self, "objects", (int(lo), int(hi)))
         if self.ring_period is not None and not self.ring_period > 0:
             raise ValueError(f"demo.ring_period must be a positive number of pixels, got {self.ring_period}")
-        for name in ("object_size", "grating_frequency", "detail_frequency", "bounce_speed", "orbit_radius", "orbit_speed"):  # YAML gives lists; keep the spec hashable
+        # YAML gives lists; keep the spec hashable
+        for name in ("object_size", "grating_frequency", "detail_frequency", "bounce_speed", "orbit_radius", "orbit_speed"):
             value = getattr(self, name)
             if value is None:
                 continue
