@@ -83,7 +83,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise WriteError(exc.errno, str(exc).replace(str(tmp), str(path))) from exc.__cause__
         if not _is_write_failure(exc):
             raise
-        raise WriteError(exc.errno if isinstance(exc, OSError) else errno.EIO,
+        raise WriteError(exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO,
                          f"cannot write {path}: {_os_reason(exc, path.parent)}") from exc
 
 

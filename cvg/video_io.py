@@ -21,6 +21,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from cvg.atomic import atomic_path
+
 
 class DecodeError(RuntimeError):
     """A video that cannot be decoded into the requested clip; the message is the reason."""
@@ -201,27 +203,24 @@ def encode_video(
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
     t, h, w, _ = frames.shape
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if path.suffix.lower() == ".png" and t != 1:
+        raise ValueError(f"a PNG holds one frame, got {t}")
     source = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
-    if path.suffix.lower() == ".png":
-        if t != 1:
-            raise ValueError(f"a PNG holds one frame, got {t}")
-        out = source.output(str(tmp), vframes=1)
-    elif path.suffix.lower() == ".gif":
-        split = source.video.split()
-        palette = split[0].filter("palettegen", stats_mode="full")
-        out = ffmpeg.filter([split[1], palette], "paletteuse").output(str(tmp), loop=0)
-    else:
-        if h % 2 or w % 2:
-            source = source.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
-        out = source.output(str(tmp), vcodec=codec, pix_fmt="yuv420p", crf=crf, preset="medium", movflags="+faststart")
-    try:
-        out.global_args("-nostdin", "-loglevel", "error", "-y").run(
-            cmd=ffmpeg_executable(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True
-        )
-    except ffmpeg.Error as exc:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg could not write {path}: {_last_error_line(exc.stderr)}") from None
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".png":
+            out = source.output(str(tmp), vframes=1)
+        elif path.suffix.lower() == ".gif":
+            split = source.video.split()
+            palette = split[0].filter("palettegen", stats_mode="full")
+            out = ffmpeg.filter([split[1], palette], "paletteuse").output(str(tmp), loop=0)
+        else:
+            if h % 2 or w % 2:
+                source = source.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+            out = source.output(str(tmp), vcodec=codec, pix_fmt="yuv420p", crf=crf, preset="medium", movflags="+faststart")
+        try:
+            out.global_args("-nostdin", "-loglevel", "error", "-y").run(
+                cmd=ffmpeg_executable(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True
+            )
+        except ffmpeg.Error as exc:
+            raise OSError(f"ffmpeg: {_last_error_line(exc.stderr)}") from None  # atomic_path: "cannot write PATH: ffmpeg: ..."
     return path

