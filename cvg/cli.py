@@ -14,13 +14,6 @@ def _config(path: str):
     return load_experiment(path)
 
 
-def _device(choice: str | None) -> str:
-    """``--device``: cuda when there is one, unless ``cpu`` is asked for."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() and choice != "cpu" else "cpu"
-
-
 def cmd_config_validate(args) -> int:
     cfg = _config(args.config)
     print(f"{args.config}: valid (experiment {cfg.name!r}, dataset {cfg.dataset.kind} at {cfg.dataset.root})")
@@ -95,11 +88,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from cvg.devices import device_type
     from cvg.sample import sample_stage
 
     cfg = _config(args.config)
     try:
-        out, n = sample_stage(cfg, args.checkpoints, args.variant, args.out, args.index, args.n, args.norms, _device(args.device), args.grid or ())
+        out, n = sample_stage(cfg, args.checkpoints, args.variant, args.out, args.index, args.n, args.norms, device_type(args.device), args.grid or ())
     except (ValueError, FileNotFoundError) as exc:  # an unknown variant, too few checkpoints, stale statistics, no held-out split
         raise SystemExit(f"cvg sample: {exc}") from None
     print(f"{out}: {n} samples ({args.variant})" + "".join(f"; grid {g}" for g in args.grid or ()))
@@ -107,11 +101,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_norms(args) -> int:
+    from cvg.devices import device_type
     from cvg.sample import norms_stage
 
     cfg = _config(args.config)
     try:
-        record = norms_stage(cfg, args.checkpoints, args.prev or [], args.out, _device(args.device))
+        record = norms_stage(cfg, args.checkpoints, args.prev or [], args.out, device_type(args.device))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"cvg norms: {exc}") from None
     settings = record["settings"]
@@ -120,11 +115,12 @@ def cmd_norms(args) -> int:
 
 
 def cmd_metrics(args) -> int:
+    from cvg.devices import device_type
     from cvg.metrics.run import evaluate
 
     cfg = _config(args.config)
     samples = dict(item.split("=", 1) for item in args.samples)
-    table = evaluate(cfg, args.index, samples, args.out, args.cache, _device(args.device), args.paired, args.n_boot, args.markdown)
+    table = evaluate(cfg, args.index, samples, args.out, args.cache, device_type(args.device), args.paired, args.n_boot, args.markdown)
     if args.markdown:
         print(Path(args.markdown).read_text())
     else:
@@ -133,11 +129,12 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_per_class(args) -> int:
+    from cvg.devices import device_type
     from cvg.metrics.per_class import per_class_scores
     from cvg.sample import prepared_sampler
 
     cfg = _config(args.config)
-    device = _device(args.device)
+    device = device_type(args.device)
     try:
         sampler = prepared_sampler(cfg, args.checkpoints, "cascade", device, args.norms)
     except (ValueError, FileNotFoundError) as exc:

@@ -21,6 +21,7 @@ from cvg.metrics.run import real_level1
 from cvg.pyramid import naive_upsample, to_unit_range
 from cvg.variants import ON_REAL, WINDOWS, trained_levels
 from cvg.video_io import encode_video
+from cvg.layout import LABEL, level_key
 
 
 def norm_settings(config: Config, variant: str = "cascade") -> tuple:
@@ -121,13 +122,13 @@ def write_samples(config: Config, sampler: "CascadeSampler", out: str | Path, n:
                 ensure_free(tmp, sum(v[:1].numel() for v in videos) * k + (1 << 20))  # HDF5 crashes on a refused write
                 for i, v in enumerate(videos):
                     arr = to_uint8_frames(v)
-                    name = f"level{i + 1}"
+                    name = level_key(i + 1)
                     if name not in h5:
                         h5.create_dataset(name, shape=(n, *arr.shape[1:]), dtype=np.uint8, chunks=(1, *arr.shape[1:]))
                     h5[name][written : written + k] = arr
-                if "label" not in h5:
-                    h5.create_dataset("label", shape=(n,), dtype=np.int64)
-                h5["label"][written : written + k] = labels.cpu().numpy() if labels is not None else -1
+                if LABEL not in h5:
+                    h5.create_dataset(LABEL, shape=(n,), dtype=np.int64)
+                h5[LABEL][written : written + k] = labels.cpu().numpy() if labels is not None else -1
                 written += k
                 bar.update(k)
         h5.attrs.update({"sigma": sigma, "seed": seed, "trained_levels": len(sampler.generators), "levels": len(config.levels)})

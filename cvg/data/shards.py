@@ -30,6 +30,7 @@ from cvg.data.sources import list_videos
 from cvg.fingerprint import Stamp, fingerprints, from_stamp, read_stamp, read_stamp_file, write_stamp_file
 from cvg.pyramid import build_pyramid
 from cvg.video_io import DecodeError, decode_video
+from cvg.layout import LABEL, level_key
 
 FAILURE_COLUMNS = ["path", "split", "video_id", "reason"]
 PYRAMID_OPERATOR = "x^l = f_s(f_t(x^{l+1})); f_t keeps every k-th frame; f_s bilinear antialiased (torch)"
@@ -162,7 +163,7 @@ def _create_datasets(h5: h5py.File, config: Config) -> None:
     for lv in config.levels:
         shape = (lv.frames, lv.resolution, lv.resolution, 3)
         h5.create_dataset(
-            f"level{lv.index}",
+            level_key(lv.index),
             shape=(0, *shape),
             maxshape=(None, *shape),
             chunks=(1, *shape),
@@ -170,7 +171,7 @@ def _create_datasets(h5: h5py.File, config: Config) -> None:
             compression=config.data.compression,
             fletcher32=True,  # a checksum per clip, verified on every read
         )
-    h5.create_dataset("label", shape=(0,), maxshape=(None,), dtype=np.int64)
+    h5.create_dataset(LABEL, shape=(0,), maxshape=(None,), dtype=np.int64)
     h5.create_dataset("start_frame", shape=(0,), maxshape=(None,), dtype=np.int64)
     for name in ("clip_id", "source"):
         h5.create_dataset(name, shape=(0,), maxshape=(None,), dtype=str_dt)
@@ -262,7 +263,7 @@ def _write_clips(config: Config, manifest: pd.DataFrame, jobs: list[dict], tmp: 
         h5.attrs.update(pyramid_attributes(config))
         h5.attrs.update({"split": split, "shard": shard, "stamp": stamp.to_json()})
         results = pool.imap(decode_to_scratch, jobs, chunksize=1)
-        frames = {lv.index: h5[f"level{lv.index}"] for lv in config.levels}
+        frames = {lv.index: h5[level_key(lv.index)] for lv in config.levels}
         per_clip: dict[str, list] = {"label": [], "start_frame": [], "clip_id": [], "source": []}  # written once, at the end
         for row, paths, k, reason in tqdm(results, total=len(jobs), desc=f"shard {split}/{shard:05d}", unit="video"):
             entry = manifest.loc[row]
@@ -335,7 +336,7 @@ def write_index(
                         "shard": os.path.relpath(path, Path(index_path).parent),  # movable with its shards
                         "row": np.arange(n),
                         "split": h5.attrs["split"],
-                        "label": h5["label"][:],
+                        "label": h5[LABEL][:],
                         "clip_id": h5["clip_id"].asstr()[:],
                         "source": h5["source"].asstr()[:],
                         "start_frame": h5["start_frame"][:],

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from cvg.config import Config
 from cvg.data.shards import open_shard, read_clip, read_index
 from cvg.pyramid import to_unit_range, window_bounds
+from cvg.layout import level_key
 
 
 class PyramidWindows(Dataset):
@@ -68,10 +69,10 @@ class PyramidWindows(Dataset):
         row = int(self.rows[item])
         label = torch.tensor(int(self.labels[item]))
         if self.prev is None:
-            video = torch.from_numpy(read_clip(h5, f"level{self.spec.index}", row))
+            video = torch.from_numpy(read_clip(h5, level_key(self.spec.index), row))
             return {"video": to_unit_range(video), "label": label}
         start = self.window_start(item)
         cond_slice, out_slice = window_bounds(start, self.spec.window, self.spec.temporal_factor)
-        cond = torch.from_numpy(read_clip(h5, f"level{self.prev.index}", row, cond_slice))
-        video = torch.from_numpy(read_clip(h5, f"level{self.spec.index}", row, out_slice))
+        cond = torch.from_numpy(read_clip(h5, level_key(self.prev.index), row, cond_slice))
+        video = torch.from_numpy(read_clip(h5, level_key(self.spec.index), row, out_slice))
         return {"video": to_unit_range(video), "cond": to_unit_range(cond), "label": label, "start": torch.tensor(start)}

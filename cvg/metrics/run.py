@@ -11,7 +11,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-import torch
 
 from cvg.atomic import atomic_path, write_csv, write_text
 from cvg.config import Config
@@ -27,6 +26,8 @@ from cvg.tables import markdown_table
 from cvg.variants import WINDOWS, paired_comparisons
 from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
+from cvg.devices import device_type
+from cvg.layout import LABEL, level_key
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]
 PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]
@@ -64,7 +65,7 @@ def networks(config: Config) -> dict[str, str]:
 
 def load_judges(config: Config, device: str):
     """(the I3D of FVD and IS, the I3D of FID or None when it is the same network)."""
-    dev = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+    dev = device_type(device)
     fid = config.metrics.fid_network
     return i3d.load_i3d(dev), (i3d.load_i3d(dev, fid) if fid else None)
 
@@ -83,7 +84,7 @@ def _batches(read, n: int, batch: int):
 
 def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int, n: int | None = None):
     h5 = h5py.File(path, "r")
-    data = h5[f"level{level}"]
+    data = h5[level_key(level)]
     if data.shape[1] < frames:
         raise ValueError(f"{path}: level {level} has {data.shape[1]} frames, metrics.frames asks for {frames}")
     n = min(n or len(data), len(data))
@@ -114,7 +115,7 @@ def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: i
     """``n`` clips of a split chosen by ``split_rows`` (or the given index ``rows``), ``frames``
     frames of pyramid ``level`` (default: the top), in batches."""
     rows = split_rows(config, index_path, split, n) if rows is None else rows
-    dataset = f"level{level or len(config.levels)}"
+    dataset = level_key(level or len(config.levels))
     files: dict[str, h5py.File] = {}
 
     def read(a, b):
@@ -189,13 +190,13 @@ def strip_clips(config: Config, index_path, samples_path, classes: int = 3) -> d
     top = config.top.frames
     real, fake = {}, {}
     with h5py.File(samples_path, "r") as h5:
-        labels = h5["label"][:]
+        labels = h5[LABEL][:]
         for label in sorted(set(rows["label"]))[:classes]:
             pick = rows[rows["label"] == label].iloc[:1]
             real[f"real {names.get(label, label)}"] = next(real_batches(config, index_path, split, 1, top, 1, rows=pick)[0])[0]
             generated = np.flatnonzero(labels == label)
             if len(generated):
-                fake[f"sample {names.get(label, label)}"] = h5[f"level{len(config.levels)}"][int(generated[0])]
+                fake[f"sample {names.get(label, label)}"] = h5[level_key(len(config.levels))][int(generated[0])]
     return {**real, **fake}
 
 
@@ -222,7 +223,7 @@ def classifier_rows(config: Config, fps: Fingerprints, index_path, samples: dict
     top = len(config.levels)
     for name, path in samples.items():
         with h5py.File(path, "r") as h5:
-            sets[name] = (top, h5[f"level{top}"][:, :frames], h5["label"][:])
+            sets[name] = (top, h5[level_key(top)][:, :frames], h5[LABEL][:])
     out = []
     base = {"frames": frames, "resolution": config.top.resolution, "network": "classifier of the dataset's classes",
             "protocol": f"video classifier on {m.real_split}:{len(rows)} ({m.classifier_steps} steps), first {frames}f, chance {1 / n_classes:.3f}"}
@@ -338,5 +339,5 @@ def psd_stage(config: Config, index_path: str | os.PathLike, samples: dict[str, 
     rows = psd_table(np.concatenate(list(batches)), frames, "real")
     for name, path in samples.items():
         with h5py.File(path, "r") as h5:
-            rows += psd_table(h5[f"level{len(config.levels)}"][:n], frames, name)
+            rows += psd_table(h5[level_key(len(config.levels))][:n], frames, name)
     return pd.DataFrame(rows)

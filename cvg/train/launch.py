@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 import submitit
+import torch
 
 from cvg.config import Config
+from cvg.devices import device_type
 from cvg.experiment import check_batch, load_experiment
 from cvg.train.loop import train_level
 
@@ -120,9 +122,7 @@ def launch(config_path: str, level: int, data_index: str, out: str, work: str, p
         _train(config_path, level, data_index, out, work, prev, device)  # Interrupted: the CLI's exit status
         return 0
     if launcher == "torchrun":
-        import torch
-
-        procs = torch.cuda.device_count() if (torch.cuda.is_available() and device != "cpu") else config.train(level).procs
+        procs = torch.cuda.device_count() if device_type(device) == "cuda" else config.train(level).procs
         check_batch(config, level, procs, config_path)  # before any process starts
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", "-m", "cvg.cli",
                "train", "--config", config_path, "--level", str(level), "--index", data_index, "--out", out, "--work", work,

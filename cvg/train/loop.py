@@ -42,6 +42,7 @@ from cvg.video_io import encode_video
 from cvg.pyramid import crop_windows
 from cvg.train.evaluate import LevelEvaluator, Selection
 from cvg.train.level import Level, step_generator, take_rows
+from cvg.devices import device_type
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,7 +55,7 @@ def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device != "cpu"
+    cuda = device_type(device) == "cuda"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     if cuda:
