@@ -295,7 +295,7 @@ class PerClassSpec:
 
 @dataclass(frozen=True)
 class MetricsSpec:
-    """``metrics:``: what is scored and how (defaults in the schema); ``frames`` always a list."""
+    """``metrics:``: what is scored and how (defaults in the schema); ``frames`` always a tuple of lengths."""
 
     n_real: int
     frames: tuple[int, ...]
