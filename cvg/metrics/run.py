@@ -206,7 +206,7 @@ def classifier_rows(config: Config, fps: Fingerprints, index_path, samples: dict
     ``n_real`` of the I3D reference), on their first ``frames``."""
     m = config.metrics
     index = read_index(index_path)
-    rows = index[index["split"] == m.real_split]
+    rows = split_rows(config, index_path, m.real_split, len(index))  # every clip of the split
     if (rows["label"] < 0).all():
         print("metrics.classifier_steps: the data has no classes; no classifier rows", flush=True)
         return []

@@ -494,8 +494,7 @@ class Trainer:
                 early = bool(t.eval_every) and self.step_count % t.eval_every == 0 and self.evaluate()
                 asked = (stop_requested is not None and bool(stop_requested())) or signals.received is not None
                 stop = self.step_count < t.steps and agree(asked, self.world, self.device)
-                # the last step too: a failed final save resumes there
-                if self.step_count % t.checkpoint_every == 0 or stop or early or self.step_count == t.steps:
+                if self.due(t.checkpoint_every) or stop or early:  # due() includes the last step: a failed final save resumes there
                     self.checkpoint()
                 if early:
                     print(f"level {self.index}: early stop at step {self.step_count}: {self.selection.since_best} evaluations without "
