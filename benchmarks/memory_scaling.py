@@ -50,7 +50,7 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
         g, ds = build_generator(preset, levels, index).to(device), build_discriminators(preset, levels, index).to(device)
         cond = torch.rand(batch, 3, spec.window, prev.resolution, prev.resolution, device=device) * 2 - 1
         real = torch.rand(batch, 3, spec.window_out, spec.resolution, spec.resolution, device=device) * 2 - 1
-        fake_fn = lambda: g(cond, z, label)  # noqa: E731
+        fake_fn = lambda: g(z, label, cond)  # noqa: E731
         out_frames = spec.window_out
     else:
         top = levels[-1]

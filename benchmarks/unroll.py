@@ -44,7 +44,7 @@ def run_point(preset_name: str, frames: int, chunk: int, device: str = "cpu", wi
                 g(z, label)
             else:
                 prev = cfg.level(lv.index - 1)
-                g(torch.rand(2, 3, lv.window, prev.resolution, prev.resolution, device=dev), z, label)
+                g(z, label, torch.rand(2, 3, lv.window, prev.resolution, prev.resolution, device=dev))
     sampler = CascadeSampler(cfg, gens, device=dev)
     scale = cfg.top.frames // cfg.level(1).frames
     level1_frames = max(1, frames // scale)

@@ -21,7 +21,7 @@ from cvg.config import Config
 from cvg.fingerprint import Fingerprints
 from cvg.models.generators import UpsamplingGenerator
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
-from cvg.pyramid import crop_windows, quantize, to_uint8
+from cvg.pyramid import crop_windows, quantize, to_uint8, window_starts
 
 
 def temporal_halo(g: UpsamplingGenerator) -> int:
@@ -40,14 +40,14 @@ def unroll(g: UpsamplingGenerator, cond: torch.Tensor, z: torch.Tensor, label, c
     transform = transform or (lambda x: x)
     if chunk is None or chunk >= t_in:
         set_time_offset(g, 0)
-        return transform(g(cond, z, label))
+        return transform(g(z, label, cond))
     halo = temporal_halo(g)
     result = None  # allocated at the first chunk and filled in place: no second copy at the end
     for start in range(0, t_in, chunk):
         stop = min(start + chunk, t_in)
         lo, hi = max(0, start - halo), min(t_in, stop + halo)
         set_time_offset(g, lo * k)
-        piece = transform(g(cond[:, :, lo:hi], z, label)[:, :, (start - lo) * k : (stop - lo) * k])
+        piece = transform(g(z, label, cond[:, :, lo:hi])[:, :, (start - lo) * k : (stop - lo) * k])
         if result is None:
             result = piece.new_empty((*piece.shape[:2], t_in * k, *piece.shape[3:]))
         result[:, :, start * k : stop * k] = piece
@@ -120,9 +120,9 @@ class CascadeSampler:
                     return g(z, label, frames=lengths[0])
                 if inert:  # its statistics only need to exist (and be finite): any input of the right shape
                     res = self.config.level(i).resolution
-                    return g(torch.zeros(batch, 3, lengths[i - 1], res, res, device=self.device), z, label)
+                    return g(z, label, torch.zeros(batch, 3, lengths[i - 1], res, res, device=self.device))
                 lower, _ = self.sample(batch, level1_frames=lengths[0], labels=label, levels=i, generator=gen)
-                return g(lower[-1], z, label)
+                return g(z, label, lower[-1])
 
             recompute_frame_stats(g, dummy, 1 if inert else passes)
             g.eval()
@@ -142,7 +142,7 @@ class CascadeSampler:
                 z = torch.randn(batch, g.z_dim, generator=gen).to(self.device)
                 if i == 0:
                     return g(z, label, frames=self.config.level(1).frames)
-                return g(self._window(videos[-1], i + 1, gen), z, label)
+                return g(z, label, self._window(videos[-1], i + 1, gen))
 
             recompute_frame_stats(g, dummy, 1 if is_inert_refiner(g) else passes)
             g.eval()
@@ -150,7 +150,7 @@ class CascadeSampler:
     def _window(self, video: torch.Tensor, level: int, gen: torch.Generator) -> torch.Tensor:
         """Random windows of level ``level``'s training length from the level below's ``video``."""
         window = self.config.level(level).window
-        starts = torch.randint(0, video.shape[2] - window + 1, (video.shape[0],), generator=gen)
+        starts = window_starts(video.shape[0], video.shape[2], window, gen)
         return crop_windows(video, starts, window)
 
     @torch.no_grad()
@@ -166,7 +166,7 @@ class CascadeSampler:
         zs = [sigma * torch.randn(n, g.z_dim, generator=gen).to(self.device) for g in generators]
         videos = [generators[0](zs[0], label, frames=self.config.level(1).frames)] if generators else []
         for i, (g, z) in enumerate(zip(generators[1:], zs[1:]), start=2):
-            videos.append(g(self._window(videos[-1], i, gen), z, label))
+            videos.append(g(z, label, self._window(videos[-1], i, gen)))
         return videos, label
 
     def _labels(self, n: int, gen: torch.Generator):

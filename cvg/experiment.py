@@ -2,13 +2,18 @@
 checks that need the model presets: every level's networks exist and reach its resolution,
 and every level's global batch splits evenly over the processes its launcher starts. So a
 config that cannot run fails when it loads (in the workflow, before any job), naming the key.
+
+``Experiment`` is that config with its stage fingerprints as methods (``cvg.fingerprint``):
+what the workflow's rules call for their rerun triggers and to find where a stage's results live.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 
 from cvg.config import Config, ConfigError, build_config, load_config
+from cvg.fingerprint import Fingerprints, fingerprints
 from cvg.models.generators import start_resolution
 from cvg.models.presets import get_preset
 
@@ -54,10 +59,31 @@ def check_batch(config: Config, index: int, world: int, source: str = "config") 
                           f"is not divisible by the {world} processes of launcher {t.launcher!r}")
 
 
-def load_experiment(path: str | os.PathLike) -> Config:
+@dataclass(frozen=True)
+class Experiment(Config):
+    """A config that can run, with its stage fingerprints (the dataset's listing is read once per
+    process and dataset)."""
+
+    @classmethod
+    def of(cls, config: Config) -> "Experiment":
+        return cls(**{f.name: getattr(config, f.name) for f in fields(Config)})
+
+    def fingerprints(self) -> Fingerprints:
+        return fingerprints(self)
+
+    def stages(self) -> list[str]:
+        """Every stage of this experiment: demo (demo data only), data, train{l}, norms{l}, sample:{variant}, metrics, per_class."""
+        return self.fingerprints().stages()
+
+    def fingerprint(self, stage: str) -> str:
+        """The fingerprint of ``stage``: a rule's rerun trigger, recorded by the stage's artefacts."""
+        return self.fingerprints().fingerprint(stage)
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
     """``load_config`` and ``check_experiment``: what every stage loads."""
-    return check_experiment(load_config(path), str(path))
+    return Experiment.of(check_experiment(load_config(path), str(path)))
 
 
-def build_experiment(raw: dict, source: str = "config") -> Config:
-    return check_experiment(build_config(raw, source), source)
+def build_experiment(raw: dict, source: str = "config") -> Experiment:
+    return Experiment.of(check_experiment(build_config(raw, source), source))

@@ -112,3 +112,12 @@ def crop_windows(video: torch.Tensor, starts: torch.Tensor, window: int) -> torc
     """Per-sample temporal crops of ``window`` frames of (B, C, T, H, W) at ``starts`` (a window
     of x^{l-1}, as an upsampling level is trained and evaluated on)."""
     return torch.stack([video[i, :, window_bounds(int(s), window, 1)[0]] for i, s in enumerate(starts)])
+
+
+def window_starts(n: int, frames: int, window: int, generator: torch.Generator) -> torch.Tensor:
+    """Start frames of ``n`` windows of ``window`` frames of ``frames``-frame videos, uniform over
+    every full window: the one draw of an upsampling level's windows, real (data) and fake
+    (frozen cascade) alike, and of the training-setup samples."""
+    if not 0 < window <= frames:
+        raise ValueError(f"a window of {window} frames does not fit in {frames} frames")
+    return torch.randint(0, frames - window + 1, (n,), generator=generator)

@@ -17,7 +17,7 @@ from cvg.checkpoint import check_stamp, checkpoint_stamp_of, load_checkpoint, lo
 from cvg.config import Config
 from cvg.fingerprint import Fingerprints, Stamp, from_stamp
 from cvg.models.presets import build_generator, get_preset
-from cvg.metrics.run import real_level1
+from cvg.data.real import real_level1
 from cvg.pyramid import naive_upsample, to_unit_range
 from cvg.variants import ON_REAL, WINDOWS, trained_levels
 from cvg.video_io import encode_video

@@ -256,3 +256,15 @@ def test_the_readme_states_the_rerun_table():
     text = (REPO / "README.md").read_text()
     assert rerun_table_markdown() in text
     assert len(RERUN_TABLE) >= 20
+
+
+def test_an_experiment_carries_its_stage_fingerprints():
+    """What the workflow's rules call: ``Experiment.fingerprint(stage)``, the same value the stage's
+    artefacts record, for every stage of the experiment."""
+    from cvg.experiment import Experiment, load_experiment
+
+    exp = load_experiment(REPO / "config" / "demo.yaml")
+    assert isinstance(exp, Experiment) and exp.to_yaml() == demo_config().to_yaml()
+    assert exp.stages() == fingerprints(exp).stages() and "train3" in exp.stages() and "sample:bilinear" in exp.stages()
+    for stage in exp.stages():
+        assert exp.fingerprint(stage) == fingerprints(exp).stamp(stage).fingerprint

@@ -1,4 +1,5 @@
 """The Python sources pass ruff (configured in pyproject.toml); ruff comes with the test extra."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,5 +22,21 @@ def test_the_workflow_is_snakemake_lint_clean_and_snakefmt_formatted():
     assert lint.returncode == 0 and "in a good condition" in lint.stdout + lint.stderr, lint.stdout[-3000:] + lint.stderr[-3000:]
     if subprocess.run([sys.executable, "-m", "snakefmt", "--version"], capture_output=True).returncode:
         pytest.skip("snakefmt is not installed (pip install -e '.[test]')")
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=ROOT, capture_output=True, text=True)
+    files = ["Snakefile", "workflow/Snakefile", "workflow/rules"]
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=ROOT, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_the_workflow_has_the_snakemake_workflows_layout():
+    """workflow/Snakefile with rules/, envs/, schemas/ and report/; every rule has a log and the
+    project's conda environment (workflow/envs/cvg.yaml is envs/cvg.yaml)."""
+    workflow = ROOT / "workflow"
+    assert (workflow / "Snakefile").is_file() and (ROOT / "Snakefile").read_text().count('include: "workflow/Snakefile"') == 1
+    for sub in ("rules", "envs", "schemas", "report"):
+        assert (workflow / sub).is_dir(), sub
+    assert (workflow / "envs" / "cvg.yaml").read_text() == (ROOT / "envs" / "cvg.yaml").read_text()
+    for smk in sorted((workflow / "rules").glob("*.smk")):
+        blocks = re.split(r"^(?:rule|checkpoint) ", smk.read_text(), flags=re.M)[1:]
+        assert bool(blocks) == (smk.name != "common.smk"), smk.name  # helpers in common.smk, rules in the stage files
+        for block in blocks:
+            assert "\n    log:" in block and "\n    conda:\n        ENV" in block, f"{smk.name}: rule {block.split(':')[0]}"

@@ -395,7 +395,7 @@ def test_real_clips_are_drawn_across_the_whole_split(tmp_path):
     import pandas as pd
 
     from cvg.config import build_config
-    from cvg.metrics.run import choose_clips, real_batches, real_level1
+    from cvg.data.real import choose_clips, real_batches, real_level1
     from tests.conftest import tiny_raw_config
 
     raw = tiny_raw_config(tmp_path / "videos")

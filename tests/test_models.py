@@ -21,7 +21,7 @@ def inputs_for(preset, index, batch=2, frames=None):
     prev = preset.levels[index - 2]
     window = frames or spec.window
     cond = torch.rand(batch, 3, window, prev.resolution, prev.resolution) * 2 - 1
-    return (cond, z, label), window * spec.temporal_factor
+    return (z, label, cond), window * spec.temporal_factor
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -42,7 +42,7 @@ def test_every_preset_builds_with_correct_shapes_at_reduced_width(name):
             ds = build_discriminators(preset, preset.levels, level.index)
             assert set(ds) == ({"spatial", "temporal"} if level.index == 1 else {"spatial", "temporal", "matching"})
             for name, d in ds.items():
-                scores = d(video, args[0], args[-1]) if name == "matching" else d(video, args[-1])
+                scores = d(video, args[2], args[1]) if name == "matching" else d(video, args[1])
                 assert scores.shape[0] == 2 and scores.ndim == 2
 
 
@@ -65,8 +65,8 @@ def test_gradients_reach_every_parameter():
         ds = build_discriminators(preset, preset.levels, index)
         args, _ = inputs_for(preset, index)
         fake = g(*args)
-        label = args[-1]
-        scores = [d(fake, args[0], label) if k == "matching" else d(fake, label) for k, d in ds.items()]
+        label = args[1]
+        scores = [d(fake, args[2], label) if k == "matching" else d(fake, label) for k, d in ds.items()]
         g_hinge_loss(scores).backward()  # not detached: flows into G and every D
         for module in (g, ds):
             missing = [n for n, p in module.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -91,7 +91,7 @@ def test_matching_discriminator_sees_the_condition():
     torch.manual_seed(0)
     preset = get_preset("tiny")
     md = build_discriminators(preset, preset.levels, 2)["matching"]
-    (cond, _, label), frames = inputs_for(preset, 2)
+    (_, label, cond), frames = inputs_for(preset, 2)
     video = torch.rand(2, 3, frames, 16, 16) * 2 - 1
     pair = md.pair(video, cond)
     assert torch.equal(pair[:, :3], cond.repeat_interleave(2, dim=2))  # x^{l-1} is literally in the input
@@ -114,25 +114,25 @@ def test_upsampling_level_is_fully_convolutional_in_time(refine):
     g = build_generator(preset, preset.levels, 2, refine=refine)
     if refine:
         g.refine_gain.data.fill_(1.0)  # as if trained: the network's correction is live
-    (cond, z, label), _ = inputs_for(preset, 2, frames=8)
+    (z, label, cond), _ = inputs_for(preset, 2, frames=8)
     for _ in range(3):
-        g(cond, z, label)  # training-mode passes populate running statistics
+        g(z, label, cond)  # training-mode passes populate running statistics
     g.eval()
     set_norm_eval_stats(g, "stationary")
     long_cond = torch.rand(2, 3, 20, 8, 8) * 2 - 1
     radius = sum(block.temporal_convs for block in g.blocks)  # each kernel-3 temporal conv reaches one frame further
     w = 8  # window of conditioning frames -> 16 output frames
     with torch.no_grad():
-        long = g(long_cond, z, label)
+        long = g(z, label, long_cond)
         assert long.shape == (2, 3, 40, 16, 16)  # 4x longer input -> 4x longer output
         for start in (0, 5, 12):
-            window = g(long_cond[:, :, start : start + w], z, label)
+            window = g(z, label, long_cond[:, :, start : start + w])
             middle = slice(radius, 2 * w - radius)  # frames untouched by the window's zero padding
             ref = long[:, :, 2 * start : 2 * start + 2 * w][:, :, middle]
             assert window[:, :, middle].numel() > 0
             assert (window[:, :, middle] - ref).abs().max() < 1e-5
         # and the border frames do differ, so the comparison above is not vacuous
-        assert (g(long_cond[:, :, 5 : 5 + w], z, label)[:, :, :1] - long[:, :, 10:11]).abs().max() > 1e-4
+        assert (g(z, label, long_cond[:, :, 5 : 5 + w])[:, :, :1] - long[:, :, 10:11]).abs().max() > 1e-4
 
 
 def test_frame_norm_statistics_are_per_frame_and_recomputable():
@@ -284,16 +284,33 @@ def test_refine_corrects_the_naive_upsampling_of_its_input():
 
     torch.manual_seed(0)
     preset = get_preset("tiny")
-    (cond, z, label), _ = inputs_for(preset, 2, frames=4)
+    (z, label, cond), _ = inputs_for(preset, 2, frames=4)
     cond = cond.clamp(-0.9, 0.9)
     refine = build_generator(preset, preset.levels, 2, refine=True)
     paper = build_generator(preset, preset.levels, 2)
     with torch.no_grad():
         base = naive_upsample(cond, 2, 2)
-        assert (refine(cond, z, label) - base).abs().max() < 1e-5  # gain 0 at initialisation
+        assert (refine(z, label, cond) - base).abs().max() < 1e-5  # gain 0 at initialisation
         refine.refine_gain.data.fill_(1.0)
-        assert (refine(cond, z, label) - base).abs().max() > 0.05  # the head's correction is live
+        assert (refine(z, label, cond) - base).abs().max() > 0.05  # the head's correction is live
         for g in (refine, paper):
             g.head.conv = SilentConv()
-        assert (refine(cond, z, label) - base).abs().max() < 1e-5
-        assert paper(cond, z, label).abs().max() < 1e-6  # from scratch: a silent head outputs grey
+        assert (refine(z, label, cond) - base).abs().max() < 1e-5
+        assert paper(z, label, cond).abs().max() < 1e-6  # from scratch: a silent head outputs grey
+
+
+def test_every_generator_takes_one_call_signature():
+    """G(z, label, lower, frames): level 1 from noise alone, an upsampling level from x^{l-1};
+    a missing or surplus lower-level video, or a length it cannot make, is named."""
+    preset = get_preset("tiny")
+    g1, g2 = (build_generator(preset, preset.levels, i) for i in (1, 2))
+    (z, label, cond), frames = inputs_for(preset, 2)
+    with torch.no_grad():
+        assert g1(z, label, None, frames=5).shape[2] == 5
+        assert g2(z, label, cond).shape[2] == frames == g2(z, label, cond, frames=frames).shape[2]
+        with pytest.raises(ValueError, match="noise alone"):
+            g1(z, label, cond)
+        with pytest.raises(ValueError, match="pass lower"):
+            g2(z, label)
+        with pytest.raises(ValueError, match="upsample to"):
+            g2(z, label, cond, frames=frames + 1)

@@ -26,7 +26,7 @@ def tiny_cascade(tmp_path):
     preset = get_preset("tiny")
     gens = [build_generator(preset, cfg.levels, i, 3) for i in (1, 2)]
     trained_like(gens[0], torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
-    trained_like(gens[1], torch.rand(2, 3, 2, 16, 16) * 2 - 1, torch.randn(2, preset.z_dim), torch.tensor([0, 1]))
+    trained_like(gens[1], torch.randn(2, preset.z_dim), torch.tensor([0, 1]), torch.rand(2, 3, 2, 16, 16) * 2 - 1)
     return cfg, gens
 
 
@@ -42,14 +42,14 @@ def test_chunked_unrolling_equals_full_application(mode, refine, device):
         g.refine_gain.data.fill_(1.0)  # as if trained: the network's correction is live
     z, label = torch.randn(2, preset.z_dim, device=device), torch.tensor([0, 1], device=device)
     with exact_fp32_convolutions():
-        trained_like(g, torch.rand(2, 3, 2, 8, 8, device=device) * 2 - 1, z, label)
+        trained_like(g, z, label, torch.rand(2, 3, 2, 8, 8, device=device) * 2 - 1)
         cond = torch.rand(2, 3, 50, 8, 8, device=device) * 2 - 1
         if mode == "stationary":
             set_norm_eval_stats(g, "stationary")
         else:
             from cvg.models.layers import recompute_frame_stats
 
-            recompute_frame_stats(g, lambda: g(torch.rand_like(cond) * 2 - 1, torch.randn_like(z), label), passes=4)
+            recompute_frame_stats(g, lambda: g(torch.randn_like(z), label, torch.rand_like(cond) * 2 - 1), passes=4)
             g.eval()
         full = unroll(g, cond, z, label, chunk=None)
         assert full.shape == (2, 3, 100, 16, 16)
@@ -73,7 +73,7 @@ def test_cascade_sampler_unrolls_every_level(tmp_path):
     assert long[-1].shape[2] == 80
     made, fed = [], []  # level-2 statistics must come from level-1 samples, not arbitrary inputs
     hooks = [gens[0].register_forward_hook(lambda m, args, out: made.append(out)),
-             gens[1].register_forward_pre_hook(lambda m, args: fed.append(args[0]))]
+             gens[1].register_forward_pre_hook(lambda m, args: fed.append(args[2]))]
     sampler.prepare_norms("recompute", 3, level1_frames=40, batch=2)
     for h in hooks:
         h.remove()
@@ -167,7 +167,7 @@ def test_cascade_cut_at_a_level_is_the_cascade_below_and_bilinear_above(tmp_path
     z, label = torch.randn(2, preset.z_dim), torch.tensor([0, 1])
     trained_like(gens[0], z, label)
     for g, size in zip(gens[1:], (16, 32)):
-        trained_like(g, torch.rand(2, 3, 2, size, size) * 2 - 1, z, label)
+        trained_like(g, z, label, torch.rand(2, 3, 2, size, size) * 2 - 1)
     written = {}
     for name, levels in (("cascade", gens), ("cut", gens[:2])):
         sampler = CascadeSampler(cfg, levels)

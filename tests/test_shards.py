@@ -89,7 +89,7 @@ def test_index_reads_from_anywhere_after_the_results_tree_moves(tmp_path, clip_m
     another working directory, still feeds training and the metrics."""
     from cvg.data.shards import read_index
     from cvg.data.windows import PyramidWindows
-    from cvg.metrics.run import real_batches
+    from cvg.data.real import real_batches
 
     copy_video(clip_mp4, tmp_path / "videos" / "train" / "good" / "a.mp4")
     cfg = tiny_config(tmp_path / "videos")

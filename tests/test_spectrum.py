@@ -69,7 +69,7 @@ def test_spectral_term_is_added_to_the_generator_loss_and_matches_the_spectra(ti
         torch.manual_seed(0)
         level = Level(make_config(raw, spectrum=spectrum, lr_g=1e-3), 2, 6)
         with torch.no_grad():  # per-frame statistics, then eval mode: one forward is reproducible
-            level.G(cond, torch.zeros(4, level.preset.z_dim), label)
+            level.G(torch.zeros(4, level.preset.z_dim), label, cond)
         level.G.eval(), level.D.eval()
         return level
 
@@ -78,7 +78,7 @@ def test_spectral_term_is_added_to_the_generator_loss_and_matches_the_spectra(ti
     plain, spectral = level_with(0.0), level_with(3.0)
     plain.opt_g.step = spectral.opt_g.step = lambda: None
     with torch.no_grad():
-        expected = 3.0 * spectrum_loss(plain.G(cond, draws.z, label), real)
+        expected = 3.0 * spectrum_loss(plain.G(draws.z, label, cond), real)
     difference = spectral.update_G(cond, label, draws, real, cond) - plain.update_G(cond, label, draws, real, cond)
     torch.testing.assert_close(difference, expected, rtol=1e-5, atol=1e-6)
     assert expected > 0
@@ -92,7 +92,7 @@ def test_spectral_term_is_added_to_the_generator_loss_and_matches_the_spectra(ti
         for step in range(steps):
             level.update_G(cond, label, level.draws(step, 0, 4, slice(0, 4), level.spec.window_out, 1), real, cond)
         with torch.no_grad():
-            return spectrum_loss(level.G(cond, draws.z, label), real).item()
+            return spectrum_loss(level.G(draws.z, label, cond), real).item()
 
     start = distance_after(0.0, steps=0)
     spectral_end, plain_end = distance_after(1e3), distance_after(0.0)

@@ -96,7 +96,7 @@ def test_micro_batches_accumulate_the_whole_batch_gradient(tmp_path, recon):
         cond = torch.rand(B, 3, spec.window, prev.resolution, prev.resolution, generator=gen, dtype=torch.float64) * 2 - 1
         label = torch.randint(0, 3, (B,), generator=gen)
         with torch.no_grad():  # populate the per-frame statistics (a float32 training pass), then freeze them
-            level.G(cond.float(), torch.randn(B, level.preset.z_dim, generator=gen), label)
+            level.G(torch.randn(B, level.preset.z_dim, generator=gen), label, cond.float())
         level.G.eval().double(), level.D.eval().double()
         draws_d, draws_g = level.draws(0, 0, B, slice(0, B), spec.window_out, 2), level.draws(0, 2, B, slice(0, B), spec.window_out, 1)
         draws_d.z, draws_g.z = draws_d.z.double(), draws_g.z.double()
@@ -225,7 +225,7 @@ def test_reconstruction_term_pulls_the_generator_towards_the_real_pairs(tiny_dat
             draws = level.draws(step, 0, 4, slice(0, 4), level.spec.window_out, 1)
             losses.append(float(level.update_G(cond, label, draws, *((real, cond) if with_real else ()))))
         with torch.no_grad():
-            error = (level.G(cond, draws.z, label) - real).abs().mean().item()
+            error = (level.G(draws.z, label, cond) - real).abs().mean().item()
         return losses, error
 
     # recon 0 (the paper's objective): the real pairs are not used at all
@@ -324,7 +324,7 @@ def test_frozen_generator_loads_from_its_checkpoint_without_initialising(tmp_pat
     spec = cfg.level(index)
     z, label = torch.randn(2, level.preset.z_dim), torch.tensor([0, 2])
     cond = None if index == 1 else torch.rand(2, 3, spec.window, cfg.level(index - 1).resolution, cfg.level(index - 1).resolution) * 2 - 1
-    args = (z, label) if index == 1 else (cond, z, label)
+    args = (z, label) if index == 1 else (z, label, cond)
     with torch.no_grad():
         level.G(*args)  # a training-mode pass: per-frame running statistics to carry over
     torch.save({"G": level.G.state_dict(), "index": index, "n_classes": 3}, tmp_path / "g.pt")

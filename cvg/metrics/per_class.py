@@ -24,7 +24,8 @@ from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.frechet import frechet_from_samples, inception_score
 from cvg.metrics.i3d import K400
 from cvg.metrics.protocol import RESIZE
-from cvg.metrics.run import cache_key, choose_clips, eval_lengths, i3d_of, load_judges, networks, real_batches, real_cache
+from cvg.data.real import choose_clips, real_batches
+from cvg.metrics.run import cache_key, eval_lengths, i3d_of, load_judges, networks, real_cache
 from cvg.tables import markdown_table
 
 COLUMNS = ["group", "class", "label", "frames", "n_samples", "n_real", "IS", "IS_std", "FID", "FVD",

@@ -14,7 +14,8 @@ import pandas as pd
 
 from cvg.atomic import atomic_path, write_csv, write_text
 from cvg.config import Config
-from cvg.data.shards import index_fingerprints, open_shard, read_clip, read_index
+from cvg.data.real import in_batches, real_batches, split_rows
+from cvg.data.shards import index_fingerprints, read_index
 from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
 from cvg.metrics import i3d
 from cvg.metrics.classifier import cached_classifier, classifier_scores, predict, train_classifier
@@ -26,7 +27,6 @@ from cvg.tables import markdown_table
 from cvg.variants import WINDOWS, paired_comparisons
 from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
-from cvg.devices import device_type
 from cvg.layout import LABEL, level_key
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]
@@ -64,10 +64,10 @@ def networks(config: Config) -> dict[str, str]:
 
 
 def load_judges(config: Config, device: str):
-    """(the I3D of FVD and IS, the I3D of FID or None when it is the same network)."""
-    dev = device_type(device)
+    """(the I3D of FVD and IS, the I3D of FID or None when it is the same network) on ``device``
+    (resolved: ``cvg.devices.device_type``)."""
     fid = config.metrics.fid_network
-    return i3d.load_i3d(dev), (i3d.load_i3d(dev, fid) if fid else None)
+    return i3d.load_i3d(device), (i3d.load_i3d(device, fid) if fid else None)
 
 
 def real_cache(cache_dir: str | os.PathLike, split: str, n: int, seed: int, frames: int, label: int | None = None) -> Path:
@@ -77,63 +77,13 @@ def real_cache(cache_dir: str | os.PathLike, split: str, n: int, seed: int, fram
     return Path(cache_dir) / f"real_{split}{group}_{n}_seed{seed}_{clip_name(frames)}.npz"
 
 
-def _batches(read, n: int, batch: int):
-    for start in range(0, n, batch):
-        yield read(start, min(n, start + batch))
-
-
 def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int, n: int | None = None):
     h5 = h5py.File(path, "r")
     data = h5[level_key(level)]
     if data.shape[1] < frames:
         raise ValueError(f"{path}: level {level} has {data.shape[1]} frames, metrics.frames asks for {frames}")
     n = min(n or len(data), len(data))
-    return _batches(lambda a, b: data[a:b, :frames], n, batch), n
-
-
-def choose_clips(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """``n`` clips drawn uniformly without replacement (all of them when there are fewer), kept
-    in index order. Not the first ``n``: the index is grouped by class, so its head would be a
-    few classes only (the demo's first 48 training clips are 2 of its 6 classes)."""
-    if n >= len(rows):
-        return rows
-    picked = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
-    return rows.iloc[picked]
-
-
-def split_rows(config: Config, index_path: str | os.PathLike, split: str, n: int) -> pd.DataFrame:
-    """The real clips of ``split`` that the metrics use: ``n`` chosen with ``metrics.seed``."""
-    index = read_index(index_path)
-    rows = index[index["split"] == split]
-    if rows.empty:
-        raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
-    return choose_clips(rows, n, config.metrics.seed)
-
-
-def real_batches(config: Config, index_path: str | os.PathLike, split: str, n: int, frames: int, batch: int, level: int | None = None,
-                 rows: pd.DataFrame | None = None):
-    """``n`` clips of a split chosen by ``split_rows`` (or the given index ``rows``), ``frames``
-    frames of pyramid ``level`` (default: the top), in batches."""
-    rows = split_rows(config, index_path, split, n) if rows is None else rows
-    dataset = level_key(level or len(config.levels))
-    files: dict[str, h5py.File] = {}
-
-    def read(a, b):
-        clips = []
-        for shard, row in zip(rows["shard"].iloc[a:b], rows["row"].iloc[a:b]):
-            files.setdefault(shard, open_shard(shard))
-            clips.append(read_clip(files[shard], dataset, int(row), slice(0, frames)))
-        return np.stack(clips)
-
-    return _batches(read, len(rows), batch), len(rows)
-
-
-def real_level1(config: Config, index_path: str | os.PathLike, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 level-1 clips, labels) of ``n`` clips of a split (``split_rows``): the inputs of
-    the ``*_on_real`` sample variants."""
-    rows = split_rows(config, index_path, split, n)
-    batches, _ = real_batches(config, index_path, split, n, config.level(1).frames, n, level=1, rows=rows)
-    return next(batches), rows["label"].to_numpy(np.int64)
+    return in_batches(lambda a, b: data[a:b, :frames], n, batch), n
 
 
 def cache_key(config: Config, fps: Fingerprints, split: str, n: int, frames: int, label: int | None = None) -> str:

@@ -84,7 +84,10 @@ class Level1Generator(nn.Module):
             cin = width
         self.head = OutputHead(cin, cond_dim)
 
-    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None, frames: int | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None, lower: torch.Tensor | None = None, frames: int | None = None) -> torch.Tensor:
+        """``frames`` frames (default: the trained length) from noise ``z`` and class ``label``."""
+        if lower is not None:
+            raise ValueError("level 1 generates from noise alone: it takes no lower-level video (lower=None)")
         x, cond = self.stem(z, label, frames or self.frames)
         for gru, (block1, block2) in zip(self.grus, self.blocks):
             x = block2(block1(gru(x), cond), cond)
@@ -94,8 +97,9 @@ class Level1Generator(nn.Module):
 class UpsamplingGenerator(nn.Module):
     """p_gl(x^l | x^{l-1}): conditional generator, fully convolutional in time.
 
-    ``forward(cond)`` maps T_in frames at ``in_resolution`` to ``temporal_factor * T_in``
-    frames at ``resolution``, for any T_in (trained on windows, unrolled over whole videos).
+    ``forward(z, label, lower)`` maps the T_in frames of ``lower`` (x^{l-1}, at ``in_resolution``)
+    to ``temporal_factor * T_in`` frames at ``resolution``, for any T_in (trained on windows,
+    unrolled over whole videos). The call signature is level 1's: ``(z, label, lower, frames)``.
     """
 
     def __init__(
@@ -136,9 +140,13 @@ class UpsamplingGenerator(nn.Module):
             cin = width
         self.head = OutputHead(cin, cond_dim)
 
-    def forward(self, cond_video: torch.Tensor, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        frames = cond_video.shape[2] * self.temporal_factor
-        repeated = cond_video.repeat_interleave(self.temporal_factor, dim=2)  # nearest temporal interpolation
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None, lower: torch.Tensor | None = None, frames: int | None = None) -> torch.Tensor:
+        if lower is None:
+            raise ValueError(f"an upsampling generator maps a lower-level video: pass lower, (B, 3, T, {self.in_resolution}, {self.in_resolution})")
+        if frames is not None and frames != lower.shape[2] * self.temporal_factor:
+            raise ValueError(f"{lower.shape[2]} lower-level frames upsample to {lower.shape[2] * self.temporal_factor}, not {frames}")
+        frames = lower.shape[2] * self.temporal_factor
+        repeated = lower.repeat_interleave(self.temporal_factor, dim=2)  # nearest temporal interpolation
         x, cond = self.stem(z, label, frames)
         for index, block in enumerate(self.blocks):
             x = block(x, cond)
@@ -147,6 +155,6 @@ class UpsamplingGenerator(nn.Module):
                 size = x.shape[-1]
                 x = x + proj(F.interpolate(repeated, size=(frames, size, size), mode="nearest"))
         if self.refine_gain is not None:  # a correction, in tanh's logit space, of the naive upsampling of x^{l-1}
-            base = naive_upsample(cond_video, self.temporal_factor, self.resolution // self.in_resolution)
+            base = naive_upsample(lower, self.temporal_factor, self.resolution // self.in_resolution)
             return torch.tanh(self.refine_gain * self.head.logits(x, cond) + torch.atanh(base.clamp(-REFINE_CLAMP, REFINE_CLAMP)))
         return self.head(x, cond)

@@ -216,7 +216,7 @@ def summarize(preset: ModelPreset, device: str = "meta") -> list[dict]:
             else:
                 prev = preset.levels[spec.index - 2]
                 cond = torch.randn(2, 3, spec.window, prev.resolution, prev.resolution)
-                g_inputs = (cond, z, label)
+                g_inputs = (z, label, cond)
             shape = f"{frames}/{spec.resolution}"
             rows.append({"level": spec.index, "network": "G", "shape": shape, "params": count_parameters(g),
                          "activations_per_sample": activations_per_sample(g, *g_inputs)})

@@ -16,7 +16,6 @@ import copy
 import functools
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -24,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from cvg.config import Config, LevelSpec, TrainSpec
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
 from cvg.models.presets import ModelPreset, build_discriminators, build_generator, get_preset
+from cvg.seeding import keyed_generator
 from cvg.train.spectrum import spectrum_loss
 
 
@@ -33,11 +33,6 @@ class Draws:
 
     z: torch.Tensor
     frames: torch.Tensor | None  # spatial-D frame indices, (2B, k) for [real; fake] or (B, k)
-
-
-def step_generator(*keys: int) -> torch.Generator:
-    """A torch generator seeded by (seed, level, step, sub-step, ...): reproducible anywhere."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([k & 0xFFFF_FFFF for k in keys]).generate_state(1)[0]))
 
 
 def take_rows(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
@@ -128,7 +123,7 @@ class Level:
 
     # -- randomness ------------------------------------------------------------------
     def draws(self, step: int, sub: int, global_batch: int, rank_slice: slice, frames: int, pairs: int) -> Draws:
-        gen = step_generator(self.train_spec.seed, self.index, step, sub)
+        gen = keyed_generator(self.train_spec.seed, self.index, step, sub)
         z = torch.randn(global_batch, self.preset.z_dim, generator=gen)[rank_slice]
         picks = self.D["spatial"].frame_index(pairs * global_batch, frames, gen)
         if picks is not None:  # rows [0, B) for the first set of videos, [B, 2B) for the second
@@ -138,7 +133,7 @@ class Level:
     # -- forward helpers ---------------------------------------------------------------
     def generate(self, z: torch.Tensor, label: torch.Tensor | None, cond: torch.Tensor | None, module: nn.Module | None = None) -> torch.Tensor:
         g = module or self.G_run
-        return g(z, label) if cond is None else g(cond, z, label)
+        return g(z, label, cond)
 
     def scores(self, video, cond, label, frames, module: nn.Module | None = None) -> list[torch.Tensor]:
         d = module or self.D_run

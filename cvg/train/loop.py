@@ -39,9 +39,10 @@ from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.cascade import CascadeSampler, level_grid
 from cvg.video_io import encode_video
-from cvg.pyramid import crop_windows
+from cvg.pyramid import crop_windows, window_starts
+from cvg.seeding import keyed_generator
 from cvg.train.evaluate import LevelEvaluator, Selection
-from cvg.train.level import Level, step_generator, take_rows
+from cvg.train.level import Level, take_rows
 from cvg.devices import device_type
 
 
@@ -374,9 +375,9 @@ class Trainer:
         if self.frozen is None:
             return None
         t, local = self.t, self.local
-        gen = step_generator(t.seed, self.index, self.step_count, sub, 1)
+        gen = keyed_generator(t.seed, self.index, self.step_count, sub, 1)
         zs = [torch.randn(t.batch_size, g.z_dim, generator=gen)[local].to(self.device) for g in self.frozen.generators]
-        starts = torch.randint(0, self.config.level(self.index - 1).frames - self.spec.window + 1, (t.batch_size,), generator=gen)[local]
+        starts = window_starts(t.batch_size, self.config.level(self.index - 1).frames, self.spec.window, gen)[local]
         return torch.cat([
             crop_windows(self.frozen.from_noise([z[c] for z in zs], take_rows(label, c))[-1], starts[c], self.spec.window)
             for c in self.level.micro_batches(len(starts))
@@ -543,7 +544,7 @@ def write_sample_grid(level: Level, frozen: CascadeSampler | None, path: Path, n
         else:
             lower, _ = frozen.sample(n, labels=label, generator=gen)
             cond = lower[-1][:, :, : level.spec.window]
-            videos = [cond, g(cond, torch.randn(n, level.preset.z_dim, generator=gen).to(device), label)]
+            videos = [cond, g(torch.randn(n, level.preset.z_dim, generator=gen).to(device), label, cond)]
         return write_grid(videos, path)
     finally:
         g.train(was_training)

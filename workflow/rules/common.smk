@@ -10,16 +10,15 @@ from snakemake.exceptions import WorkflowError
 from cvg.atomic import write_json, write_text
 from cvg.config import ConfigError, extends_chain
 from cvg.experiment import build_experiment, load_experiment
-from cvg.fingerprint import fingerprints
 from cvg.tables import experiments_of
 from cvg.variants import PATTERN as VARIANT_PATTERN, scored_variants, trained_levels
 
-ENV = "../../envs/cvg.yaml"  # every rule's conda environment (`--use-conda`): the project's one
+ENV = "../envs/cvg.yaml"  # every rule's conda environment (`--use-conda`): the project's one (envs/cvg.yaml)
 
 
 def _load_experiments():
     experiments, sources = {}, {}
-    for path in sorted(Path(workflow.basedir, "config").glob("*.yaml")):
+    for path in sorted(Path(REPO, "config").glob("*.yaml")):
         cfg = load_experiment(path)
         experiments[cfg.name], sources[cfg.name] = cfg, str(path)
     global DEPTH
@@ -56,8 +55,8 @@ def owner(name, stage):
     whose ``stage`` has the same fingerprint (the same settings, upstream stages and input
     videos, so the same result), the base-most one (fewest ``extends:``), then by name. An
     ablation that differs from its base only at level 2 so reads the base's data and level 1."""
-    fp = fingerprints(EXPERIMENTS[name]).fingerprint(stage)
-    same = [other for other, cfg in EXPERIMENTS.items() if stage in fingerprints(cfg).stages() and fingerprints(cfg).fingerprint(stage) == fp]
+    fp = EXPERIMENTS[name].fingerprint(stage)
+    same = [other for other, cfg in EXPERIMENTS.items() if stage in cfg.stages() and cfg.fingerprint(stage) == fp]
     return min(same, key=lambda other: (DEPTH.get(other, 0), other))
 
 
@@ -79,11 +78,11 @@ def samples_file(name, variant):
 
 
 def fingerprint(stage):
-    """A rule's rerun trigger: the stage fingerprint (``cvg.fingerprint``) of its experiment;
+    """A rule's rerun trigger: the stage fingerprint of its experiment (``Experiment.fingerprint``);
     ``stage`` may name wildcards, e.g. ``"train{level}"``. The artefact records the same value."""
 
     def get(wildcards):
-        return fingerprints(exp(wildcards)).fingerprint(stage.format(**dict(wildcards.items())))
+        return exp(wildcards).fingerprint(stage.format(**dict(wildcards.items())))
 
     return get
 
@@ -94,7 +93,7 @@ def _code_version() -> str:
     import cvg
 
     try:
-        commit = subprocess.run(["git", "-C", workflow.basedir, "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return f"cvg {cvg.__version__} ({commit})"

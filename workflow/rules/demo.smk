@@ -16,6 +16,6 @@ rule demo_videos:
         # not re-render the videos and so retrain everything
         config=lambda wc: config_snapshot(demo_experiment(wc.demo_root)),
         # re-rendered (Snakemake empties the folder first) when the demo's settings change
-        fingerprint=lambda wc: fingerprints(EXPERIMENTS[demo_experiment(wc.demo_root)]).fingerprint("demo"),
+        fingerprint=lambda wc: EXPERIMENTS[demo_experiment(wc.demo_root)].fingerprint("demo"),
     shell:
         "cvg demo render --config {params.config} --out {output} --workers {threads} > {log} 2>&1"
