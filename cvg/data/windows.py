@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 
 import h5py
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cvg.config import Config
 from cvg.data.shards import open_shard, read_clip, read_index
-from cvg.pyramid import to_unit_range, window_bounds
+from cvg.pyramid import to_unit_range, window_bounds, window_starts
+from cvg.seeding import keyed_generator
 from cvg.layout import level_key
 
 
@@ -61,8 +61,7 @@ class PyramidWindows(Dataset):
     def window_start(self, item: int) -> int:
         if self.prev is None:
             return 0
-        rng = np.random.default_rng([self.seed, self.epoch, item])
-        return int(rng.integers(0, self.prev.frames - self.spec.window + 1))
+        return int(window_starts(1, self.prev.frames, self.spec.window, keyed_generator(self.seed, self.epoch, item))[0])
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         h5 = self._file(self.shards[item])
