@@ -257,6 +257,7 @@ def test_the_training_setup_upsamples_random_windows_at_the_training_lengths(tmp
     2 on a random 2-frame window of it -> 4 frames, each level's BN statistics recomputed at
     those lengths; the window is a real crop of level 1's output and differs across samples."""
     from cvg.models.layers import FrameNorm
+    from cvg.pyramid import crop_windows, window_starts
 
     cfg, gens = tiny_cascade(tmp_path)
     sampler = CascadeSampler(cfg, gens)
@@ -272,9 +273,7 @@ def test_the_training_setup_upsamples_random_windows_at_the_training_lengths(tmp
     label = sampler._labels(6, gen)
     zs = [torch.randn(6, g.z_dim, generator=gen) for g in gens]
     level1 = gens[0](zs[0], label, frames=4)
-    starts = torch.randint(0, 4 - 2 + 1, (6,), generator=gen)
+    starts = window_starts(6, 4, 2, gen)
     assert len(set(starts.tolist())) > 1
-    from cvg.pyramid import crop_windows
-
-    expected = gens[1](crop_windows(level1, starts, 2), zs[1], label)
+    expected = gens[1](zs[1], label, crop_windows(level1, starts, 2))
     assert torch.allclose(videos[1], expected, atol=1e-6)

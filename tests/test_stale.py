@@ -406,7 +406,7 @@ def test_evaluation_scores_the_level_against_real_clips(tiny_data, tmp_path):  #
     frozen.prepare_norms("stationary", 0, 4, 2)
     g2 = Level(cfg, 2, 6, torch.device("cpu")).G_final
     with torch.no_grad():
-        g2(torch.rand(4, 3, 2, 16, 16) * 2 - 1, torch.randn(4, g2.z_dim), torch.arange(4))
+        g2(torch.randn(4, g2.z_dim), torch.arange(4), torch.rand(4, 3, 2, 16, 16) * 2 - 1)
     assert np.isfinite(LevelEvaluator(cfg, 2, index, fps, torch.device("cpu"), 4, tmp_path / "cache").score(g2, frozen, 6))
 
 
