@@ -27,7 +27,7 @@ from pathlib import Path
 from cvg.config import TRAIN_DEFAULTS, Config
 from cvg.atomic import write_text
 from cvg.models.presets import get_preset
-from cvg.variants import ON_REAL, trained_levels, variant_names
+from cvg.variants import Variant, variant_names
 
 # Which stage reads each config key (canonical paths: per-level train / slurm keys as
 # `train.KEY` / `slurm.KEY`, list items as `levels[].KEY`). None: the key changes how or where
@@ -238,13 +238,12 @@ class Fingerprints:
             upstream = self.closure(f"norms{i - 1}") if i > 1 else {}
             return {**upstream, **self.closure(f"train{i}"), **{f"norms.{k}": v for k, v in _select(cfg, "norms").items()}}
         if stage.startswith("sample:"):
-            variant = stage.split(":", 1)[1]
-            k = trained_levels(variant, self.n_levels)
-            out = {**self.closure(f"norms{k}"), **{f"sample.{key}": v for key, v in _select(cfg, "sample").items()}}
-            if variant == "untrained":  # fresh upsampling networks of the preset
+            spec = Variant.parse(stage.split(":", 1)[1], self.n_levels)
+            out = {**self.closure(f"norms{spec.trained}"), **{f"sample.{key}": v for key, v in _select(cfg, "sample").items()}}
+            if spec.fresh:  # fresh upsampling networks of the preset
                 for i in range(2, self.n_levels + 1):
                     out.update({key: v for key, v in _train_settings(cfg, i).items() if ".model." in key and not key.endswith(".matching")})
-            if not variant.endswith(ON_REAL):
+            if not spec.on_real:
                 out = {key: v for key, v in out.items() if not key.startswith("sample.metrics.")}
             return out
         if stage == "metrics":

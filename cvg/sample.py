@@ -19,7 +19,7 @@ from cvg.fingerprint import Fingerprints, Stamp, from_stamp
 from cvg.models.presets import build_generator, get_preset
 from cvg.data.real import real_level1
 from cvg.pyramid import naive_upsample, to_unit_range
-from cvg.variants import ON_REAL, WINDOWS, trained_levels
+from cvg.variants import Variant
 from cvg.video_io import encode_video
 from cvg.layout import LABEL, level_key
 
@@ -28,7 +28,7 @@ def norm_settings(config: Config, variant: str = "cascade") -> tuple:
     """(mode, passes, level1_frames, batch, seed) of ``prepare_norms`` for sampling ``variant`` as
     ``sample`` asks: untrained levels always recompute (they have no running statistics of use)."""
     s = config.sample
-    passes = s.bn_passes if s.bn == "recompute" or variant == "untrained" else 0
+    passes = s.bn_passes if s.bn == "recompute" or Variant.parse(variant, len(config.levels)).fresh else 0
     return ("recompute" if passes else "stationary", passes, s.level1_frames or config.level(1).frames, s.batch_size, s.seed)
 
 
@@ -58,11 +58,12 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     ``cascade_to_level{k}`` = trained levels 1..k only (``write_samples`` upsamples the levels a
     sampler lacks naively, so these rows show what each upsampling level adds).
     ``*_on_real`` are the same samplers, to be fed real level-1 clips (``write_samples(level1=...)``)."""
-    trained = trained_levels(variant, len(config.levels))
+    spec = Variant.parse(variant, len(config.levels))
+    trained = spec.trained
     if len(checkpoints) < trained:
         raise ValueError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
     fps = cascade_fingerprints(config, checkpoints[0])
-    if variant != "untrained":  # (no untrained_on_real variant)
+    if not spec.fresh:
         sampler = CascadeSampler(config, [load_generator(config, path, device, fps) for path in checkpoints[:trained]], device)
         sampler.fingerprints = fps
         return sampler
@@ -86,7 +87,7 @@ def prepared_sampler(config: Config, checkpoints: list[str], variant: str, devic
     files of ``cvg norms`` for the first levels (the workflow prepares each level's statistics
     once, for every variant), so those levels take no passes."""
     sampler = build_sampler(config, checkpoints, variant, device)
-    if variant == WINDOWS:  # statistics at the training lengths, not the unrolled ones
+    if Variant.parse(variant, len(config.levels)).windows:  # statistics at the training lengths, not the unrolled ones
         s = config.sample
         sampler.prepare_window_norms(s.bn_passes, s.batch_size, s.seed)
         return sampler
@@ -144,11 +145,11 @@ def sample_stage(config: Config, checkpoints: list[str], variant: str, out: str 
     level-1 clips of ``metrics.heldout_split`` (read through ``index``). ``grids``: MP4 / GIF files
     of ``sample.grid_samples`` samples at ``sample.grid_sigma``, levels stacked (Fig. 15).
     Returns the file and its number of samples (all held-out clips when there are fewer than ``n``)."""
-    s = config.sample
+    s, spec = config.sample, Variant.parse(variant, len(config.levels))
     sampler = prepared_sampler(config, checkpoints, variant, device, norms)
     frames1 = s.level1_frames or config.level(1).frames
     level1 = None
-    if variant.endswith(ON_REAL):
+    if spec.on_real:
         if not index:
             raise ValueError(f"--variant {variant} needs --index (results/NAME/data/index.csv)")
         if not config.metrics.heldout_split:
@@ -157,7 +158,7 @@ def sample_stage(config: Config, checkpoints: list[str], variant: str, out: str 
     stamp = sampler.fingerprints.stamp(f"sample:{variant}")
     n = len(level1[0]) if level1 is not None else n or s.n_samples
     path = write_samples(config, sampler, out, n, s.batch_size, s.sigma, s.chunk, frames1, s.seed, level1, stamp,
-                         windows=variant == WINDOWS)
+                         windows=spec.windows)
     if grids:
         videos, _ = sampler.sample(s.grid_samples, s.grid_sigma, frames1, s.chunk, seed=s.seed + 10**6)
         frames = level_grid(videos)

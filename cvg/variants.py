@@ -10,15 +10,17 @@ rules' wildcard and the paired comparisons.
 * ``cascade_windows``: the training setup, each upsampling level on random windows of the level
   below (the paper's training-length rows).
 
-Which levels a variant reads (``trained_levels``) decides which checkpoints its rule needs and
-which stage fingerprint it carries. The sampler of each variant is built by
-``cvg.sample.build_sampler`` (it loads checkpoints, which sit above this module).
+What each variant is (``Variant``: the trained levels it reads, fresh upsampling levels, real
+level-1 input, the training setup) is decided here, once; the sampling stage builds the sampler
+it describes (``cvg.sample.build_sampler``, which loads checkpoints, above this module), the
+fingerprints take the levels it reads, and the rules the checkpoints it needs.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
 
 BASE_VARIANTS = ("cascade", "untrained", "bilinear")
 WINDOWS = "cascade_windows"
@@ -51,15 +53,32 @@ def scored_variants(n_levels: int, heldout: bool, training_setup: bool, refine: 
             if (heldout or not v.endswith(ON_REAL)) and (training_setup or v != WINDOWS) and not (refine and v == "untrained")]
 
 
-def trained_levels(variant: str, n_levels: int) -> int:
+@dataclass(frozen=True)
+class Variant:
+    """What a sample variant is: the spec the sampling stage builds its sampler from."""
+
+    name: str
+    trained: int  # trained levels 1..k read from their checkpoints; the levels above are upsampled naively
+    fresh: bool  # the upsampling levels freshly initialised instead (``untrained``)
+    on_real: bool  # level 1 is held-out real clips, not generated
+    windows: bool  # the training setup: each upsampling level on random windows of the level below
+
+    @classmethod
+    def parse(cls, name: str, n_levels: int) -> "Variant":
+        """The variant called ``name`` in an ``n_levels`` cascade (a clear error for any other name)."""
+        if name not in variant_names(n_levels):
+            raise ValueError(f"unknown sample variant {name!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
+        base = name.removesuffix(ON_REAL)
+        partial = PARTIAL.fullmatch(base)
+        trained = n_levels if base in ("cascade", WINDOWS) else int(partial.group(1)) if partial else 1
+        return cls(name, trained, fresh=base == "untrained", on_real=name.endswith(ON_REAL), windows=base == WINDOWS)
+
+
+def trained_levels(name: str, n_levels: int) -> int:
     """How many trained levels (1..k) a variant reads: all for ``cascade``, k for
     ``cascade_to_level{k}``, only level 1 for ``untrained`` and ``bilinear``; so retraining a
     level leaves the samples that ignore it alone."""
-    if variant not in variant_names(n_levels):
-        raise ValueError(f"unknown sample variant {variant!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
-    variant = variant.removesuffix(ON_REAL)
-    partial = PARTIAL.fullmatch(variant)
-    return n_levels if variant in ("cascade", WINDOWS) else int(partial.group(1)) if partial else 1
+    return Variant.parse(name, n_levels).trained
 
 
 def paired_comparisons(models) -> list[tuple[str, str]]:

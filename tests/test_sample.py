@@ -277,3 +277,16 @@ def test_the_training_setup_upsamples_random_windows_at_the_training_lengths(tmp
     assert len(set(starts.tolist())) > 1
     expected = gens[1](zs[1], label, crop_windows(level1, starts, 2))
     assert torch.allclose(videos[1], expected, atol=1e-6)
+
+
+def test_each_variant_name_says_what_its_sampler_is():
+    """cvg.variants.Variant: the one place that decides what a variant's sampler reads."""
+    from cvg.variants import Variant, variant_names
+
+    spec = {name: Variant.parse(name, 3) for name in variant_names(3)}
+    assert (spec["cascade"].trained, spec["bilinear"].trained, spec["cascade_to_level2_on_real"].trained) == (3, 1, 2)
+    assert [n for n, v in spec.items() if v.fresh] == ["untrained"]
+    assert [n for n, v in spec.items() if v.windows] == ["cascade_windows"]
+    assert all(v.on_real == n.endswith("_on_real") for n, v in spec.items())
+    with pytest.raises(ValueError, match="unknown sample variant 'cascade_to_level3'"):
+        Variant.parse("cascade_to_level3", 3)  # the top level is the cascade itself
