@@ -225,12 +225,12 @@ def test_reconstruction_term_pulls_the_generator_towards_the_real_pairs(tiny_dat
             draws = level.draws(step, 0, 4, slice(0, 4), level.spec.window_out, 1)
             losses.append(float(level.update_G(cond, label, draws, *((real, cond) if with_real else ()))))
         with torch.no_grad():
-            error = (level.G(draws.z, label, cond) - real).abs().mean().item()
+            error = (level.G(draws.z, label, cond) - real).square().mean().item()
         return losses, error
 
     # recon 0 (the paper's objective): the real pairs are not used at all
     assert run(0.0, 2) == run(0.0, 2, with_real=False)
-    # a dominant reconstruction weight: G's loss is (almost) the L1 error, and it falls
+    # a dominant reconstruction weight: G's loss is (almost) the squared error, and it falls
     start, _ = run(1e3, 1)
     losses, error = run(1e3, 15)
     assert losses[-1] < 0.8 * losses[0] and error < start[0] / 1e3

@@ -178,7 +178,7 @@ class Level:
         Gradients are accumulated over micro-batches as in ``update_D``.
 
         With ``train.recon`` > 0 (upsampling levels; not the paper's objective) G also maps the
-        real conditioning windows ``real_cond`` and pays ``recon * |G(z, x^{l-1}) - x^l|``: both
+        real conditioning windows ``real_cond`` and pays ``recon * mean (G(z, x^{l-1}) - x^l)^2``: both
         halves go through one forward, so the DDP wrapper sees one graph per step. With
         ``train.spectrum`` > 0 (not the paper's either) it also pays ``spectrum`` times the
         distance between the log radial power spectra of its fakes and of ``real``
@@ -203,7 +203,7 @@ class Level:
                         fake = self.generate(z, lab, cond)
                     loss = g_hinge_loss(self.scores(fake, cond, lab, frames, module=self.D_plain))
                     if recon:
-                        loss = loss + self.train_spec.recon * (out[n:] - real[c]).abs().mean()
+                        loss = loss + self.train_spec.recon * (out[n:] - real[c]).square().mean()
                     if spectral:
                         loss = loss + self.train_spec.spectrum * spectrum_loss(fake, real[c], self.train_spec.spectrum_form)
                     if len(chunks) > 1:
