@@ -84,6 +84,42 @@ def cmd_model_summary(args) -> int:
     return 0
 
 
+def gibibytes(text: str) -> float:
+    """``32G``, ``32GB``, ``32GiB`` or ``32`` -> 32.0 (GiB, as torch.cuda reports a GPU's memory)."""
+    number = text.strip().upper().removesuffix("IB").removesuffix("B").removesuffix("G")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 32G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (must be positive)")
+    return value
+
+
+def cmd_plan(args) -> int:
+    import json
+
+    from cvg.atomic import write_text
+    from cvg.plan import format_plan, plan
+
+    config = _config(args.config)
+    gpu = args.gpu_mem or config.slurm(1).gpu_mem_gb
+    if gpu is None:
+        raise SystemExit(f"cvg plan: {args.config} names no GPU memory (slurm.defaults.gpu_mem_gb): pass --gpu-mem, e.g. --gpu-mem 32")
+    plans = plan(config, float(gpu), args.precision, args.levels, tuple(args.micro_batches))
+    print(format_plan(config, plans, float(gpu)))
+    if args.modules:
+        for p in plans:
+            account = p.accounts[min(p.accounts)]
+            print(f"\nlevel {p.level}, micro-batch {account.micro_batch}: peak {account.peak_gib:.2f} GiB counted (in the {account.peak_phase})")
+            print("  " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in account.by_category.items()) + " GiB")
+            for name, nbytes in account.modules(top=args.modules):
+                print(f"  {name:<40} {nbytes / 2**30:6.2f} GiB")
+    if args.json:
+        write_text(args.json, json.dumps({"config": config.name, "gpu_mem_gib": float(gpu), "levels": [p.to_dict() for p in plans]}, indent=2))
+    return 0
+
+
 def cmd_train(args) -> int:
     from cvg.train.launch import launch
 
@@ -254,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True)
     p.add_argument("--failures", required=True)
     p.set_defaults(func=cmd_data_index)
+    p = sub.add_parser("plan", help="peak GPU memory, fitting micro-batch and FLOPs of every level's training step",
+                       description="The pre-flight before a cluster run: each level's training step accounted on fake tensors (no memory "
+                       "is allocated, seconds per level on a CPU): peak GPU memory at micro-batch 1, 2, 4 and 8, the largest that fits, "
+                       "TFLOP per example and, where benchmarks/ has a measured GPU throughput, the time per step and per level.")
+    p.add_argument("config", help="experiment YAML, e.g. config/bdd100k.yaml")
+    p.add_argument("--gpu-mem", type=gibibytes, help="memory per GPU: 32G, 40GB or 32 (GiB; default: the config's slurm gpu_mem_gb)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="default: each level's train.precision")
+    p.add_argument("--levels", type=int, nargs="+", help="only these levels (default: all)")
+    p.add_argument("--micro-batches", type=int, nargs="+", default=[1, 2, 4, 8], help="micro-batches to account (default: 1 2 4 8)")
+    p.add_argument("--modules", type=int, default=0, metavar="N", help="also print the N modules holding most memory at the peak")
+    p.add_argument("--json", help="write the plan as JSON here")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("train", parents=[opt["config"], opt["device"], opt["index"]], help="train one cascade level (greedy: levels 1..L-1 frozen)")
     p.add_argument("--level", type=int, required=True, help="1-based level to train")
     p.add_argument("--out", required=True, help="final checkpoint, e.g. results/NAME/train/level2.pt")

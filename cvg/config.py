@@ -227,6 +227,7 @@ class SlurmSpec:
     tasks_per_node: int | None
     cpus_per_task: int
     mem_gb: float
+    gpu_mem_gb: float | None
     time_min: int
     partition: str
     account: str

@@ -270,10 +270,16 @@ def test_cli_model_summary(capsys):
 
 
 class SilentConv(torch.nn.Module):
-    """Stands in for the output conv: RGB zeros (the head's logits) for any input."""
+    """Stands in for the output conv: a 3x3 conv to RGB of zero weights and bias, so the head's
+    logits are zeros for any input."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(3, channels, 3, 3))
+        self.register_buffer("bias", torch.zeros(3))
 
     def forward(self, x):
-        return x.new_zeros(x.shape[0], 3, *x.shape[2:])
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, padding=1)
 
 
 def test_refine_corrects_the_naive_upsampling_of_its_input():
@@ -294,7 +300,7 @@ def test_refine_corrects_the_naive_upsampling_of_its_input():
         refine.refine_gain.data.fill_(1.0)
         assert (refine(z, label, cond) - base).abs().max() > 0.05  # the head's correction is live
         for g in (refine, paper):
-            g.head.conv = SilentConv()
+            g.head.conv = SilentConv(g.head.conv.in_channels)
         assert (refine(z, label, cond) - base).abs().max() < 1e-5
         assert paper(z, label, cond).abs().max() < 1e-6  # from scratch: a silent head outputs grey
 

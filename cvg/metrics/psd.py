@@ -24,9 +24,8 @@ def _radial_weights(h: int, w: int, dtype: torch.dtype = torch.float64, device: 
     radius = torch.hypot(fy[:, None], fx[None, :]).long().flatten()
     mirrored = ((fx > 0) & (fx < w / 2)).double() + 1.0
     bins = min(h, w) // 2
-    keep = radius < bins
-    weights = torch.zeros(radius.numel(), bins, dtype=torch.float64)
-    weights[keep.nonzero().squeeze(1), radius[keep]] = mirrored.expand(h, -1).flatten()[keep]
+    # no data-dependent indexing: the matrix also builds on shape-only tensors (cvg.memory)
+    weights = (radius[:, None] == torch.arange(bins)[None, :]).double() * mirrored.expand(h, -1).flatten()[:, None]
     return (weights / weights.sum(0, keepdim=True)).to(device=device, dtype=dtype)
 
 

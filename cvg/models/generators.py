@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cvg.models.layers import ConditionalNorm, ConvGRU, GBlock, conv2d, conv3d, linear, orthogonal_init, per_frame
+from cvg.models.layers import FRAMES, ConditionalNorm, ConvGRU, GBlock, conv2d, conv3d, linear, norm_relu_conv, orthogonal_init
 from cvg.pyramid import naive_upsample
 
 REFINE_CLAMP = 0.995  # atanh(0.995) = 3: saturated pixels of x^{l-1} stay finite in logit space
@@ -56,7 +56,7 @@ class OutputHead(nn.Module):
         self.conv = conv2d(channels, 3)
 
     def logits(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return per_frame(self.conv, F.relu(self.norm(x, cond)))
+        return norm_relu_conv(self.norm, x, cond, self.conv, FRAMES)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.logits(x, cond))

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 
 import torch
@@ -93,6 +94,37 @@ def _(running_mean, running_var, batches_tracked, mean, var, momentum) -> None:
     return None
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the precision the norms compute in: fp32, or fp64 for fp64 inputs."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def frame_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Population mean and variance per (timestep, channel) in fp32, all-reduced across
+    workers. On CUDA by ``var_mean`` (one Welford reduction): from sums of x and x², inductor
+    fused the reduction with the following ReLU's backward into a kernel that Triton 3.6
+    failed to build on an H200 (docs/gpu_runs.md). On the CPU by those sums, which run 1.5-3x
+    faster there than ``var_mean`` (and which the CPU's inductor builds)."""
+    dims, n = (0, 3, 4), float(x.shape[0] * x.shape[3] * x.shape[4])
+    x = _wide(x)
+    distributed = _distributed()
+    if x.is_cuda:
+        var, mean = torch.var_mean(x, dims, correction=0)  # (C, T)
+        if not distributed:
+            return mean.t(), var.t()
+        s1, s2 = mean * n, (var + mean.pow(2)) * n
+    else:
+        s1, s2 = x.sum(dims), x.pow(2).sum(dims)  # (C, T)
+    count = torch.tensor(n, device=x.device)
+    if distributed:
+        packed = torch.cat([s1.flatten(), s2.flatten(), count.view(1)])
+        packed = torch.cat(dist.nn.functional.all_reduce(packed).split([s1.numel(), s2.numel(), 1]))
+        s1, s2, count = packed[: s1.numel()].view_as(s1), packed[s1.numel() : -1].view_as(s2), packed[-1]
+    mean = s1 / count
+    var = (s2 / count - mean.pow(2)).clamp_min(0)
+    return mean.t(), var.t()  # (T, C)
+
+
 class FrameNorm(nn.Module):
     """Batch norm with per-frame statistics (over batch and space, per timestep and channel).
 
@@ -121,29 +153,7 @@ class FrameNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Population mean and variance per (timestep, channel) in fp32, all-reduced across
-        workers. On CUDA by ``var_mean`` (one Welford reduction): from sums of x and x², inductor
-        fused the reduction with the following ReLU's backward into a kernel that Triton 3.6
-        failed to build on an H200 (docs/gpu_runs.md). On the CPU by those sums, which run 1.5-3x
-        faster there than ``var_mean`` (and which the CPU's inductor builds)."""
-        dims, n = (0, 3, 4), float(x.shape[0] * x.shape[3] * x.shape[4])
-        x = x.float()
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if x.is_cuda:
-            var, mean = torch.var_mean(x, dims, correction=0)  # (C, T)
-            if not distributed:
-                return mean.t(), var.t()
-            s1, s2 = mean * n, (var + mean.pow(2)) * n
-        else:
-            s1, s2 = x.sum(dims), x.pow(2).sum(dims)  # (C, T)
-        count = torch.tensor(n, device=x.device)
-        if distributed:
-            packed = torch.cat([s1.flatten(), s2.flatten(), count.view(1)])
-            packed = torch.cat(dist.nn.functional.all_reduce(packed).split([s1.numel(), s2.numel(), 1]))
-            s1, s2, count = packed[: s1.numel()].view_as(s1), packed[s1.numel() : -1].view_as(s2), packed[-1]
-        mean = s1 / count
-        var = (s2 / count - mean.pow(2)).clamp_min(0)
-        return mean.t(), var.t()  # (T, C)
+        return frame_stats(x)
 
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor) -> None:
@@ -188,10 +198,231 @@ class ConditionalNorm(nn.Module):
         self.gain = linear(cond_dim, channels)
         self.bias = linear(cond_dim, channels)
 
+    def affine(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (B, C) gain and bias of condition ``cond``."""
+        return 1.0 + self.gain(cond), self.bias(cond)
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gain = 1.0 + self.gain(cond)[:, :, None, None, None]
-        bias = self.bias(cond)[:, :, None, None, None]
-        return self.norm(x) * gain + bias
+        gain, bias = self.affine(cond)
+        return self.norm(x) * gain[:, :, None, None, None] + bias[:, :, None, None, None]
+
+
+# how a fused norm-ReLU-conv applies its conv (``norm_relu_conv``)
+FRAMES, FRAMES_UP, VIDEO = "frames", "frames_up", "video"
+_reference_composition = False
+
+
+@contextmanager
+def reference_composition():
+    """Within it, ``norm_relu_conv`` composes the plain autograd ops (norm, ReLU, nearest 2x, conv)
+    instead of its fused function: the reference the fused one is tested against."""
+    global _reference_composition
+    previous, _reference_composition = _reference_composition, True
+    try:
+        yield
+    finally:
+        _reference_composition = previous
+
+
+def upsampling_phase_weights(weight: torch.Tensor) -> list[torch.Tensor]:
+    """A 3x3 conv of the nearest-2x-upsampled input as four 2x2 convs of the input itself, one per
+    output phase (row parity a, column parity b): output pixel (2i + a, 2j + b) reads input rows
+    i - 1 + a .. i + a with the 3x3 kernel's rows summed onto the two rows they fall on
+    (a = 0: [w0, w1 + w2]; a = 1: [w0 + w1, w2]), and columns alike. The same function, 2.25x
+    fewer multiplications, and nothing at the upsampled size is kept for the backward."""
+    rows = weight.new_tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # (parity, tap, 3x3 row)
+    return [torch.einsum("pi,qj,ocij->ocpq", rows[a], rows[b], weight) for a in (0, 1) for b in (0, 1)]
+
+
+def _convolve(r: torch.Tensor, mode: str, weights, bias, shape) -> torch.Tensor:
+    """The conv of a fused norm-ReLU-conv. ``r``: (B*T, C, H, W) frame-major for FRAMES and
+    FRAMES_UP, (B, C, T, H, W) for VIDEO; returns the same layout at the output size."""
+    if mode == VIDEO:
+        (w,) = weights
+        return F.conv3d(r, w, bias, padding=tuple(k // 2 for k in w.shape[2:]))
+    if mode == FRAMES:
+        (w,) = weights
+        return F.conv2d(r, w, bias, padding=w.shape[-1] // 2)
+    n, _, h, w = r.shape
+    padded = F.pad(r, (1, 1, 1, 1))
+    out = r.new_empty(n, weights[0].shape[0], h, 2, w, 2)
+    for k, weight in enumerate(weights):
+        a, b = divmod(k, 2)
+        out[:, :, :, a, :, b] = F.conv2d(padded[:, :, a : a + h + 1, b : b + w + 1], weight, bias)
+    return out.view(n, -1, 2 * h, 2 * w)
+
+
+def _convolve_backward(grad: torch.Tensor, r: torch.Tensor, mode: str, weights, has_bias: bool):
+    """Gradients of ``_convolve`` with respect to ``r``, each weight, and the bias."""
+    def one(g, x, w, padding):
+        return torch.ops.aten.convolution_backward(g, x, w, [w.shape[0]] if has_bias else None, [1] * (w.dim() - 2), padding,
+                                                   [1] * (w.dim() - 2), False, [0] * (w.dim() - 2), 1, [True, True, has_bias])
+
+    if mode in (VIDEO, FRAMES):
+        (w,) = weights
+        g_r, g_w, g_b = one(grad, r, w, [k // 2 for k in w.shape[2:]])
+        return g_r, [g_w], g_b
+    n, c, h, w = r.shape
+    padded = F.pad(r, (1, 1, 1, 1))
+    g_padded = torch.zeros_like(padded)
+    grad = grad.view(n, grad.shape[1], h, 2, w, 2)
+    g_ws, g_b = [], None
+    for k, weight in enumerate(weights):
+        a, b = divmod(k, 2)
+        g_x, g_w, g_bk = one(grad[:, :, :, a, :, b], padded[:, :, a : a + h + 1, b : b + w + 1], weight, [0, 0])
+        g_padded[:, :, a : a + h + 1, b : b + w + 1] += g_x
+        g_ws.append(g_w)
+        g_b = g_bk if g_b is None else g_b + g_bk
+    return g_padded[:, :, 1:-1, 1:-1], g_ws, g_b
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W), a view when ``x`` is frame-major (a per-frame conv's output)."""
+    b, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def _video(y: torch.Tensor, b: int) -> torch.Tensor:
+    """(B*T, C, H, W) -> the (B, C, T, H, W) view of it (frame-major)."""
+    return y.view(b, -1, *y.shape[1:]).transpose(1, 2)
+
+
+class _NormReluConv(torch.autograd.Function):
+    """conv(relu(per-frame BN(x) * gain + bias)) keeping only ``x`` (and the conv's weights and the
+    per-(timestep, channel) statistics) for its backward: the normalised and activated tensors are
+    recomputed there from ``x`` (elementwise work; no conv is recomputed), so a norm-ReLU-conv
+    keeps one tensor where the composed autograd ops keep five (the input, its centred and
+    normalised copies, the ReLU's output and the conv's copy of it). Batch statistics are
+    all-reduced across workers in the forward and their gradient sums in the backward (the
+    synchronised BN of several workers equals one worker's). Computes in fp32; the conv runs in
+    autocast's dtype when autocast is on, as it would outside."""
+
+    @staticmethod
+    def forward(ctx, x, gain, bias, mean, var, eps, training, mode, conv_dtype, conv_bias, *weights):
+        b, c, t = x.shape[:3]
+        if training:
+            mean, var = norm_stats(x)  # (T, C) fp32, all-reduced
+        else:  # the running statistics, returned as outputs of their own
+            mean, var = mean.clone(), var.clone()
+        inv = torch.rsqrt(var + eps)
+        r = _activate(x, mean, inv, gain, bias, mode)
+        dtype = conv_dtype or x.dtype
+        y = _convolve(r.to(dtype), mode, [w.to(dtype) for w in weights], None if conv_bias is None else conv_bias.to(dtype), x.shape)
+        ctx.save_for_backward(x, gain, bias, mean, inv, conv_bias, *weights)
+        ctx.training, ctx.mode, ctx.dtype, ctx.b = training, mode, dtype, b
+        ctx.mark_non_differentiable(mean, var)
+        return (y if mode == VIDEO else _video(y, b)), mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        x, gain, bias, mean, inv, conv_bias, *weights = ctx.saved_tensors
+        mode, dtype, b = ctx.mode, ctx.dtype, ctx.b
+        xhat = _normalised(x, mean, inv, mode)  # fp32, in the conv's input layout
+        g4, b4 = _channels(gain, xhat, mode), _channels(bias, xhat, mode)
+        z = xhat * g4 + b4
+        positive = z > 0
+        r = z.clamp_(min=0).to(dtype)
+        grad = grad if mode == VIDEO else _frames(grad)
+        g_r, g_ws, g_b = _convolve_backward(grad.to(dtype), r, mode, [w.to(dtype) for w in weights], conv_bias is not None)
+        del r, z
+        g_z = _wide(g_r).mul_(positive)
+        del g_r, positive
+        spatial = (-2, -1)
+        if mode == VIDEO:  # (B, C, T, H, W)
+            g_bias = g_z.sum((2, 3, 4))
+            g_gain = (g_z * xhat).sum((2, 3, 4))
+        else:  # (B*T, C, H, W)
+            c = g_z.shape[1]
+            g_bias = g_z.sum(spatial).view(b, -1, c).sum(1)
+            g_gain = (g_z * xhat).sum(spatial).view(b, -1, c).sum(1)
+        g_xhat = g_z.mul_(g4)
+        if ctx.training:
+            s1, s2 = _per_frame_sums(g_xhat, mode, b), _per_frame_sums(g_xhat * xhat, mode, b)  # (T, C)
+            n = float(x.shape[0] * x.shape[3] * x.shape[4])
+            if _distributed():
+                packed = torch.cat([s1.flatten(), s2.flatten(), s1.new_tensor([n])])
+                dist.all_reduce(packed)
+                s1, s2, n = packed[: s1.numel()].view_as(s1), packed[s1.numel() : -1].view_as(s2), packed[-1]
+            g_xhat.sub_(_broadcast(s1 / n, g_xhat, mode, b)).sub_(xhat.mul_(_broadcast(s2 / n, g_xhat, mode, b)))
+        g_x = g_xhat.mul_(_broadcast(inv, g_xhat, mode, b))
+        g_x = g_x if mode == VIDEO else _video(g_x, b)
+        g_ws = [g.to(w.dtype) for g, w in zip(g_ws, weights)]
+        g_b = None if g_b is None else g_b.to(conv_bias.dtype)
+        return (g_x.to(x.dtype), g_gain.to(gain.dtype), g_bias.to(bias.dtype), None, None, None, None, None, None, g_b, *g_ws)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def norm_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Population mean and variance of (B, C, T, H, W) per (timestep, channel), (T, C) in fp32,
+    all-reduced across workers (``FrameNorm._batch_stats`` without autograd)."""
+    with torch.no_grad():
+        return frame_stats(x)
+
+
+def _broadcast(v: torch.Tensor, like: torch.Tensor, mode: str, b: int) -> torch.Tensor:
+    """A (T, C) statistic broadcast against ``like`` in the conv's input layout."""
+    if mode == VIDEO:
+        return v.t()[None, :, :, None, None]
+    return v[:, :, None, None].repeat(b, 1, 1, 1)
+
+
+def _channels(v: torch.Tensor, like: torch.Tensor, mode: str) -> torch.Tensor:
+    """A (B, C) gain or bias broadcast against ``like`` in the conv's input layout, in fp32."""
+    v = _wide(v)
+    if mode == VIDEO:
+        return v[:, :, None, None, None]
+    return v.repeat_interleave(like.shape[0] // v.shape[0], 0)[:, :, None, None]
+
+
+def _per_frame_sums(v: torch.Tensor, mode: str, b: int) -> torch.Tensor:
+    """Sums of ``v`` over batch and space per (timestep, channel), (T, C)."""
+    if mode == VIDEO:
+        return v.sum((0, 3, 4)).t()
+    return v.sum((-2, -1)).view(b, -1, v.shape[1]).sum(0)
+
+
+def _normalised(x: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor, mode: str) -> torch.Tensor:
+    """(x - mean) * inv in fp32, (B, C, T, H, W) for VIDEO, frame-major (B*T, C, H, W) otherwise."""
+    b = x.shape[0]
+    if mode == VIDEO:
+        return (_wide(x) - mean.t()[None, :, :, None, None]).mul_(inv.t()[None, :, :, None, None])
+    xf = _frames(x)
+    return (_wide(xf) - _broadcast(mean, xf, mode, b)).mul_(_broadcast(inv, xf, mode, b))
+
+
+def _activate(x, mean, inv, gain, bias, mode) -> torch.Tensor:
+    xhat = _normalised(x, mean, inv, mode)
+    return xhat.mul_(_channels(gain, xhat, mode)).add_(_channels(bias, xhat, mode)).clamp_(min=0)
+
+
+def norm_relu_conv(norm: ConditionalNorm, x: torch.Tensor, cond: torch.Tensor, conv: nn.Module, mode: str) -> torch.Tensor:
+    """``conv(relu(norm(x, cond)))``: ``mode`` FRAMES applies a 2D conv to every frame, FRAMES_UP
+    upsamples every frame 2x (nearest) before it, VIDEO applies a 3D conv. One fused function
+    (``_NormReluConv``) that keeps only ``x`` for the backward; within ``reference_composition``
+    the plain autograd ops (the reference it is tested against)."""
+    if _reference_composition:
+        h = F.relu(norm(x, cond))
+        if mode == VIDEO:
+            return conv(h)
+        if mode == FRAMES_UP:
+            h = F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest")
+        return per_frame(conv, h)
+    frame_norm = norm.norm
+    gain, bias = norm.affine(cond)
+    mean = var = None
+    if not frame_norm.training:
+        mean, var = frame_norm.stats(x.shape[2])
+    weights = upsampling_phase_weights(conv.weight) if mode == FRAMES_UP else [conv.weight]
+    autocast = x.device.type in ("cpu", "cuda")  # not on shape-only (meta) tensors
+    conv_dtype = torch.get_autocast_dtype(x.device.type) if autocast and torch.is_autocast_enabled(x.device.type) else None
+    with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+        y, mean, var = _NormReluConv.apply(x, gain, bias, mean, var, frame_norm.eps, frame_norm.training, mode, conv_dtype, conv.bias, *weights)
+    if frame_norm.training:
+        frame_norm._update_running(mean, var)
+    return y
 
 
 def set_norm_eval_stats(model: nn.Module, mode: str) -> None:
@@ -289,12 +520,19 @@ class GBlock(nn.Module):
         return F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest") if self.upsample else x
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self._up(F.relu(self.norm1(x, cond)))
-        h = self.conv1(h) if self.temporal else per_frame(self.conv1, h)
-        h = F.relu(self.norm2(h, cond))
-        h = self.conv2(h) if self.temporal else per_frame(self.conv2, h)
-        skip = self._up(x)
-        return h + (per_frame(self.skip, skip) if self.skip is not None else skip)
+        if self.temporal:  # norm-relu-temporal conv fused, then the separable conv's spatial half
+            h = self.conv1.spatial(norm_relu_conv(self.norm1, x, cond, self.conv1.temporal, VIDEO))
+            h = self.conv2.spatial(norm_relu_conv(self.norm2, h, cond, self.conv2.temporal, VIDEO))
+        else:
+            h = norm_relu_conv(self.norm1, x, cond, self.conv1, FRAMES_UP if self.upsample else FRAMES)
+            h = norm_relu_conv(self.norm2, h, cond, self.conv2, FRAMES)
+        if _reference_composition:
+            skip = self._up(x)
+            return h + (per_frame(self.skip, skip) if self.skip is not None else skip)
+        # a 1x1 conv commutes with nearest upsampling: applied first, at the input's size, as a 3D
+        # conv of the whole video (no per-frame copy of x, which the fused norm keeps already)
+        skip = F.conv3d(x, self.skip.weight[:, :, None]) if self.skip is not None else x
+        return h + self._up(skip)
 
 
 class DBlock(nn.Module):

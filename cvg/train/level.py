@@ -47,6 +47,15 @@ def _no_sync(module: nn.Module, skip: bool):
     return ddp.no_sync() if skip and hasattr(ddp, "no_sync") else contextlib.nullcontext()
 
 
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` moved to ``device``, untouched when it is there already (the memory account's
+    fake tensors cannot be swapped by ``Module.to``, and need not be)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
+        return module
+    return module.to(device)
+
+
 class CompileError(RuntimeError):
     """torch.compile could not build a level's kernels: a failure of the compiler stack, not of training."""
 
@@ -88,8 +97,8 @@ class Level:
         self.train_spec: TrainSpec = config.train(index)
         self.preset: ModelPreset = get_preset(config.model.preset, config.model.width)
         self.n_classes = n_classes
-        self.G = build_generator(self.preset, config.levels, index, n_classes, refine=config.model.refine).to(self.device)
-        self.D = build_discriminators(self.preset, config.levels, index, n_classes, matching=config.model.matching).to(self.device)
+        self.G = on_device(build_generator(self.preset, config.levels, index, n_classes, refine=config.model.refine), self.device)
+        self.D = on_device(build_discriminators(self.preset, config.levels, index, n_classes, matching=config.model.matching), self.device)
         t = self.train_spec
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
