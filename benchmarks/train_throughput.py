@@ -115,8 +115,11 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=0, help="train.micro_batch: accumulate over micro-batches of this size (0: off)")
     args = parser.parse_args()
 
+    import torch
+
     from benchmarks.common import report
 
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else ""
     rows = []
     for name in args.presets:
         cfg = config_for(name, args.width, args.batch, args.precision, args.micro_batch)
@@ -124,7 +127,7 @@ def main() -> None:
             if args.levels and lv.index not in args.levels:
                 continue
             rows.append({"preset": name, "width": args.width, "batch": args.batch, "micro_batch": args.micro_batch,
-                         "device": args.device, "precision": args.precision,
+                         "device": args.device, "gpu": gpu, "precision": args.precision,
                          **measure(cfg, lv.index, args.batch, args.device, args.steps, args.compile)})
     report("train_throughput", rows)
 

@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvg.data.shards import ShardError
     from cvg.data.sources import DatasetError
     from cvg.fingerprint import StaleError
+    from cvg.plan import DoesNotFit
     from cvg.train.loop import Interrupted
 
     try:
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"cvg: {exc}", file=sys.stderr)
         return exc.exit_status
-    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError) as exc:
+    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError, DoesNotFit) as exc:
         print(f"cvg: error: {exc}", file=sys.stderr)
         return 2
 

@@ -30,7 +30,7 @@ from cvg.models.layers import skipped_orthogonal_init
 from cvg.models.presets import build_generator, get_preset
 from cvg.train.level import Level
 
-CATEGORIES = ("parameters", "gradients", "optimizer", "ema", "inputs", "saved", "temporaries")
+CATEGORIES = ("parameters", "gradients", "optimizer", "ema", "frozen levels", "inputs", "saved", "temporaries")
 MICRO_BATCHES = (1, 2, 4, 8)
 
 
@@ -101,6 +101,8 @@ def account_step(config: Config, index: int, micro_batch: int, precision: str | 
         warnings.simplefilter("ignore")
         with _shape_only_spectral_norm_init():
             level = Level(config, index, max(classes, 0), device="cpu")
+            # the frozen lower levels the trainer holds on the same GPU to make the fake pairs
+            frozen = [build_generator(preset, config.levels, i, classes, refine=config.model.refine).eval() for i in range(1, index)]
         if level.G_ema is not None:  # deepcopy gives tensors of another fake mode: build the average's copy afresh
             level.G_ema = build_generator(level.preset, config.levels, index, classes, refine=config.model.refine).eval().requires_grad_(False)
         real = torch.rand(batch, 3, spec.window_out, spec.resolution, spec.resolution) * 2 - 1
@@ -123,7 +125,7 @@ def account_step(config: Config, index: int, micro_batch: int, precision: str | 
             with account.during("EMA"):
                 level.update_ema(1)
         account.finish()
-        categories = _categorise(account, level, inputs)
+        categories = _categorise(account, level, inputs, frozen)
     by_module: dict[str, int] = defaultdict(int)
     for record in account.peak_live.values():
         if record.phase != "setup" and categories.get(record.serial) in ("saved", "temporaries"):
@@ -147,8 +149,10 @@ def _shape_only_spectral_norm_init():
         _SpectralNorm._power_method = original
 
 
-def _categorise(account: StorageAccount, level, inputs) -> dict[int, str]:
+def _categorise(account: StorageAccount, level, inputs, frozen) -> dict[int, str]:
     out: dict[int, str] = {}
+    for serial in serials(account, (t for g in frozen for t in [*g.parameters(), *g.buffers()])):
+        out[serial] = "frozen levels"
     for serial in account.saved:
         out[serial] = "saved"
     for serial in serials(account, inputs):
@@ -292,10 +296,10 @@ class DoesNotFit(RuntimeError):
     """A level's training step would not fit the GPU's memory."""
 
 
-def check_fits(config: Config, index: int, gpu_gib: float, precision: str | None = None) -> StepAccount:
-    """Refuse, before anything is allocated, a level whose configured micro-batch does not fit
-    ``gpu_gib``; the message says by how much and which micro-batch fits."""
-    micro = per_gpu_micro_batch(config, index)
+def check_fits(config: Config, index: int, gpu_gib: float, precision: str | None = None, micro: int | None = None) -> StepAccount:
+    """Refuse, before anything is allocated, a level whose micro-batch (default: the configured one
+    per GPU) does not fit ``gpu_gib``; the message says by how much and which micro-batch fits."""
+    micro = micro or per_gpu_micro_batch(config, index)
     account = account_step(config, index, micro, precision, flops=False)
     need = account.cuda_peak_gib
     if need <= gpu_gib:
@@ -309,3 +313,14 @@ def check_fits(config: Config, index: int, gpu_gib: float, precision: str | None
     hint = f"set train.levels[{index - 1}].micro_batch: {fit}" if fit else "it does not fit even at micro-batch 1"
     raise DoesNotFit(f"level {index} at micro-batch {micro} needs {need:.1f} GiB, {need - gpu_gib:.1f} GiB more than the {gpu_gib:.1f} GiB "
                      f"of this GPU: {hint}")
+
+
+def preflight(config: Config, index: int, device: torch.device, world: int) -> StepAccount | None:
+    """``check_fits`` against the memory of the CUDA device a training process is about to use
+    (nothing on other devices), at that process's micro-batch."""
+    if device.type != "cuda":
+        return None
+    t = config.train(index)
+    local = max(1, t.batch_size // world)
+    total = torch.cuda.get_device_properties(device).total_memory / GIB
+    return check_fits(config, index, total, micro=min(t.micro_batch or local, local))

