@@ -203,9 +203,10 @@ def test_fused_norm_on_two_workers_equals_one_worker(mode):
 
 
 def test_account_counts_weights_gradients_and_adam_state_exactly():
-    """The account of a tiny level's step peaks at the start of the G step's backward: D's
-    gradients and Adam moments (left by its update) are alive then, G's not yet; each is exactly
-    the bytes of those tensors, and the weights at least the built networks' bytes."""
+    """The account of a tiny level's step peaks in the G step's backward: D's gradients and Adam
+    moments (left by its update) are alive then, G's Adam moments not yet (they come with its
+    update); the moments are exactly the bytes of D's, the gradients D's and part of G's, the
+    weights at least the built networks' bytes."""
     cfg = tiny_config()
     account = account_step(cfg, 2, 2, n_classes=3)
     torch.manual_seed(0)
@@ -216,7 +217,7 @@ def test_account_counts_weights_gradients_and_adam_state_exactly():
     buffers = sum(b.numel() * b.element_size() for net in nets for b in net.buffers())
     by = account.by_category
     assert account.peak_phase == "G step"
-    assert by["gradients"] == d_params
+    assert d_params <= by["gradients"] < params
     assert by["optimizer"] == 2 * d_params + 4 * len(list(level.D.parameters()))  # two moments, a step counter each
     assert by["parameters"] >= params + buffers  # the running statistics grow when first used
     # fp32 real windows (4/32x32), both conditionings (2/16x16) of 2 examples, and their int64 labels
@@ -234,7 +235,7 @@ def test_fused_step_keeps_less_than_half_the_activations_of_the_composed_ops():
     with reference_composition():
         composed = account_step(cfg, 3, 4, n_classes=6, flops=False)
     assert fused.by_category["saved"] < 0.5 * composed.by_category["saved"]
-    assert fused.by_category["gradients"] == composed.by_category["gradients"]
+    assert fused.peak_bytes < 0.7 * composed.peak_bytes
 
 
 def test_check_fits_refuses_before_allocating_and_names_the_micro_batch():

@@ -317,33 +317,39 @@ class _NormReluConv(torch.autograd.Function):
     def backward(ctx, grad, _grad_mean, _grad_var):
         x, gain, bias, mean, inv, conv_bias, *weights = ctx.saved_tensors
         mode, dtype, b = ctx.mode, ctx.dtype, ctx.b
+        # the temporaries are the step's peak at large micro-batches: each one is freed as soon as
+        # it is used, and the reductions go through einsum (no elementwise product kept)
         xhat = _normalised(x, mean, inv, mode)  # fp32, in the conv's input layout
-        g4, b4 = _channels(gain, xhat, mode), _channels(bias, xhat, mode)
-        z = xhat * g4 + b4
+        g4 = _channels(gain, xhat, mode)
+        z = torch.addcmul(_channels(bias, xhat, mode), xhat, g4)
         positive = z > 0
-        r = z.clamp_(min=0).to(dtype)
+        r = z.clamp_(min=0)
+        del z
+        if r.dtype != dtype:
+            r = r.to(dtype)
         grad = grad if mode == VIDEO else _frames(grad)
         g_r, g_ws, g_b = _convolve_backward(grad.to(dtype), r, mode, [w.to(dtype) for w in weights], conv_bias is not None)
-        del r, z
+        del r, grad
         g_z = _wide(g_r).mul_(positive)
         del g_r, positive
-        spatial = (-2, -1)
+        # per (example, channel, frame): Q = sum over space of g_z, P = of g_z * xhat
         if mode == VIDEO:  # (B, C, T, H, W)
-            g_bias = g_z.sum((2, 3, 4))
-            g_gain = (g_z * xhat).sum((2, 3, 4))
-        else:  # (B*T, C, H, W)
-            c = g_z.shape[1]
-            g_bias = g_z.sum(spatial).view(b, -1, c).sum(1)
-            g_gain = (g_z * xhat).sum(spatial).view(b, -1, c).sum(1)
+            q, p = g_z.sum((3, 4)), torch.einsum("bcthw,bcthw->bct", g_z, xhat)
+        else:  # (B*T, C, H, W) -> (B, C, T)
+            q = g_z.sum((2, 3)).view(b, -1, g_z.shape[1]).transpose(1, 2)
+            p = torch.einsum("nchw,nchw->nc", g_z, xhat).view(b, -1, g_z.shape[1]).transpose(1, 2)
+        g_bias, g_gain = q.sum(2), p.sum(2)
         g_xhat = g_z.mul_(g4)
         if ctx.training:
-            s1, s2 = _per_frame_sums(g_xhat, mode, b), _per_frame_sums(g_xhat * xhat, mode, b)  # (T, C)
+            g = _wide(gain)[:, :, None]
+            s1, s2 = (g * q).sum(0).t(), (g * p).sum(0).t()  # (T, C): sums over batch and space of g_xhat, g_xhat * xhat
             n = float(x.shape[0] * x.shape[3] * x.shape[4])
             if _distributed():
                 packed = torch.cat([s1.flatten(), s2.flatten(), s1.new_tensor([n])])
                 dist.all_reduce(packed)
                 s1, s2, n = packed[: s1.numel()].view_as(s1), packed[s1.numel() : -1].view_as(s2), packed[-1]
             g_xhat.sub_(_broadcast(s1 / n, g_xhat, mode, b)).sub_(xhat.mul_(_broadcast(s2 / n, g_xhat, mode, b)))
+        del xhat
         g_x = g_xhat.mul_(_broadcast(inv, g_xhat, mode, b))
         g_x = g_x if mode == VIDEO else _video(g_x, b)
         g_ws = [g.to(w.dtype) for g, w in zip(g_ws, weights)]
@@ -375,13 +381,6 @@ def _channels(v: torch.Tensor, like: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == VIDEO:
         return v[:, :, None, None, None]
     return v.repeat_interleave(like.shape[0] // v.shape[0], 0)[:, :, None, None]
-
-
-def _per_frame_sums(v: torch.Tensor, mode: str, b: int) -> torch.Tensor:
-    """Sums of ``v`` over batch and space per (timestep, channel), (T, C)."""
-    if mode == VIDEO:
-        return v.sum((0, 3, 4)).t()
-    return v.sum((-2, -1)).view(b, -1, v.shape[1]).sum(0)
 
 
 def _normalised(x: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor, mode: str) -> torch.Tensor:
@@ -535,11 +534,57 @@ class GBlock(nn.Module):
         return h + self._up(skip)
 
 
+class _InputGradConv(torch.autograd.Function):
+    """A conv whose weight takes no gradient (the frozen discriminator of a G step): it keeps only
+    the weight for its backward, which needs only the input's gradient; autograd's own conv would
+    keep the input too, for a weight gradient nobody asks for."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(weight)
+        ctx.shape, ctx.padding, ctx.has_bias = x.shape, padding, bias is not None
+        conv = F.conv3d if x.dim() == 5 else F.conv2d
+        return conv(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        n = len(ctx.shape) - 2
+        g_x = torch.ops.aten.convolution_backward(grad, grad.new_empty(()).expand(ctx.shape), weight, None, [1] * n, list(ctx.padding),
+                                                  [1] * n, False, [0] * n, 1, [True, False, False])[0]
+        return g_x, None, None, None
+
+
+class _MaskReLU(torch.autograd.Function):
+    """ReLU keeping a one-byte mask for its backward instead of its output (which, in a frozen
+    discriminator, nothing else keeps: ``_InputGradConv`` does not)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        positive = x > 0
+        ctx.save_for_backward(positive)
+        return x * positive
+
+    @staticmethod
+    def backward(ctx, grad):
+        (positive,) = ctx.saved_tensors
+        return grad * positive
+
+
+def _frozen(conv: nn.Module) -> bool:
+    """A conv whose weight takes no gradient, outside the composed reference. Reads the stored
+    weight: evaluating a spectral-norm weight would run a power iteration."""
+    stored = conv.parametrizations.weight.original if hasattr(conv, "parametrizations") else conv.weight
+    return not _reference_composition and not stored.requires_grad and torch.is_grad_enabled()
+
+
 class DBlock(nn.Module):
     """Discriminator ResNet block: [relu]-conv-relu-conv-[avgpool], no normalisation, plus shortcut.
 
     3D blocks pool space only (time is kept, so outputs stay per timestep); 2D blocks
-    process every frame independently.
+    process every frame independently. Frozen (a G step: no weight takes a gradient), the block
+    keeps one-byte ReLU masks for its backward and nothing else (``_InputGradConv``,
+    ``_MaskReLU``, the pooling as a mean of 2x2 views, whose backward needs no input).
     """
 
     def __init__(self, cin: int, cout: int, downsample: bool, three_d: bool, preactivate: bool = True):
@@ -549,19 +594,29 @@ class DBlock(nn.Module):
         self.conv1, self.conv2 = make(cin, cout), make(cout, cout)
         self.skip = make(cin, cout, 1) if (cin != cout or downsample) else None
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+    def _pool(self, x: torch.Tensor, frozen: bool) -> torch.Tensor:
         if not self.downsample:
             return x
+        if frozen:  # the same average, by a reshape and a mean: autograd keeps no input for it
+            b, c, t, h, w = x.shape
+            return x.reshape(b, c, t, h // 2, 2, w // 2, 2).mean((4, 6))
         return F.avg_pool3d(x, (1, 2, 2))  # space only, for 2D and 3D blocks alike
 
-    def _conv(self, conv, x):
-        return conv(x) if self.three_d else per_frame(conv, x)
+    def _conv(self, conv, x, frozen: bool):
+        if not frozen:
+            return conv(x) if self.three_d else per_frame(conv, x)
+        weight = conv.weight
+        if self.three_d:
+            return _InputGradConv.apply(x, weight, conv.bias, tuple(k // 2 for k in weight.shape[2:]))
+        return per_frame(lambda f: _InputGradConv.apply(f, weight, conv.bias, (weight.shape[-1] // 2,) * 2), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(x) if self.preactivate else x
-        h = self._conv(self.conv2, F.relu(self._conv(self.conv1, h)))
-        h = self._pool(h)
+        frozen = _frozen(self.conv1)
+        relu = _MaskReLU.apply if frozen else F.relu
+        h = relu(x) if self.preactivate else x
+        h = self._conv(self.conv2, relu(self._conv(self.conv1, h, frozen)), frozen)
+        h = self._pool(h, frozen)
         skip = x
         if self.skip is not None:  # conv then pool on the shortcut (BigGAN-style)
-            skip = self._pool(self._conv(self.skip, x))
+            skip = self._pool(self._conv(self.skip, x, frozen), frozen)
         return h + skip
