@@ -3,7 +3,8 @@
 For a two-level 128x128 cascade (preset bdd128 geometry: level 1 at 64x64 generating half the
 output frames; level 2 trained on fixed 6 -> 12 frame windows at 128x128) and a non-cascaded
 baseline generating all frames at 128x128 directly, the peak memory of one G+D training step
-(D update on real and fake, then G update, Adam; one example, as the paper's memory figures)
+(D update on real and fake, then G update through the frozen D, Adam; one example, as the
+paper's memory figures)
 as the output length grows. Each point runs in a fresh subprocess:
 
 * ``--device cpu`` (default): the memory account (``cvg.memory``): the step on fake tensors,
@@ -105,7 +106,9 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
             d_hinge_loss(scores(real), scores(fake)).backward()
             opt_d.step()
             opt_g.zero_grad()
+            ds.requires_grad_(False)  # as the trainer's G step (Level.update_G): D takes no gradient
             g_hinge_loss(scores(g(z, label, cond))).backward()
+            ds.requires_grad_(True)
             opt_g.step()
     return {"model": model, "output_frames": frames, "trained_frames": out_frames, "peak_MB": peak["bytes"] / 2**20, "instrument": instrument}
 
