@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,27 @@ def stamp_as(config, path: Path, stage: str, listing: str = "hand-made") -> Path
     else:
         write_stamp_file(path, stamp)
     return Path(path)
+
+
+def one_and_two_workers(target, *args) -> dict[int, list[tuple]]:
+    """Run ``target(rank, world, port, *args, queue)`` as one process, then as two (spawned, so each
+    can start its own gloo group on ``port``); each puts ``(rank, ...)`` on the queue. Returns,
+    per world size, what the ranks put, in rank order."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = {}
+    for world in (1, 2):
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=target, args=(rank, world, port, *args, queue)) for rank in range(world)]
+        for p in procs:
+            p.start()
+        results[world] = sorted((queue.get(timeout=120) for _ in procs), key=lambda r: r[0])
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    return results
+

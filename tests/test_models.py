@@ -1,15 +1,13 @@
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from cvg.models.discriminators import d_hinge_loss, g_hinge_loss
 from cvg.models.layers import FrameNorm, recompute_frame_stats, set_norm_eval_stats
 from cvg.models.presets import PRESETS, build_baseline, build_discriminators, build_generator, get_preset, summarize
-from tests.conftest import needs_cuda
+from tests.conftest import needs_cuda, one_and_two_workers
 
 
 def inputs_for(preset, index, batch=2, frames=None):
@@ -191,20 +189,8 @@ def test_synchronised_frame_norm_on_two_workers_equals_one_worker(device):
     running statistics exactly as one worker holding all of it (the statistics are all-reduced
     with autograd, so the gradient flows through the other worker's share too). On CUDA both
     workers share the one GPU (gloo moves CUDA tensors; NCCL refuses two ranks on one device)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
     results = {}
-    for world in (1, 2):
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_synchronised_norm_rank, args=(rank, world, port, device, queue)) for rank in range(world)]
-        for p in procs:
-            p.start()
-        got = sorted((queue.get(timeout=120) for _ in procs), key=lambda r: r[0])
-        for p in procs:
-            p.join(timeout=60)
-            assert p.exitcode == 0
+    for world, got in one_and_two_workers(_synchronised_norm_rank, device).items():
         outputs, grads = (torch.cat([torch.from_numpy(g[i]) for g in got]) for i in (1, 2))
         results[world] = (outputs, grads, torch.from_numpy(got[0][3]), torch.from_numpy(got[0][4]))
     for name, one, two in zip(("output", "input gradient", "running mean", "running var"), results[1], results[2]):
