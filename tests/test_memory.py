@@ -215,7 +215,7 @@ def test_account_counts_weights_gradients_and_adam_state_exactly():
 def test_fused_step_keeps_less_than_half_the_activations_of_the_composed_ops():
     """The account of the demo's level 3 step: the fused norm-ReLU-conv keeps under half the
     saved activations the composed ops keep (at paper width the same change took level 3 of
-    bdd100k from 40.1 to 17.1 GiB per example, docs/memory.md)."""
+    bdd100k from 41.9 to 17.0 GiB for one fp32 example, docs/memory.md)."""
     cfg = demo_config()
     fused = account_step(cfg, 3, 4, n_classes=6, flops=False)
     with reference_composition():
