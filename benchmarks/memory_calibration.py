@@ -71,8 +71,8 @@ with FakeTensorMode(allow_non_fake_inputs=True), account:
     opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.999))
     opt_d = torch.optim.Adam(ds.parameters(), 5e-4, betas=(0.0, 0.999))
     scores = lambda v: [d(v, cond, label) if k == "matching" else d(v, label) for k, d in ds.items()]
+    account.start()
     base = account.current
-    account.peak = base
     with torch.no_grad():
         fake = fake_fn()
     opt_d.zero_grad()

@@ -64,7 +64,8 @@ def training_step(preset_name: str, width: float, model: str, frames: int, devic
     @contextlib.contextmanager
     def counted():
         out = {}
-        account.peak = base = account.current
+        account.start()
+        base = account.current
         yield out
         out["bytes"] = account.peak - base
 

@@ -90,6 +90,10 @@ class StorageAccount(TorchDispatchMode):
         record = self.live.get(key) if key is not None else None
         return None if record is None else record.serial
 
+    def start(self) -> None:
+        """Measure from here: the peak restarts at what is alive now (the weights, the batch)."""
+        self.peak, self._dirty = self.current, True
+
     def finish(self) -> None:
         if self._dirty:
             self.peak_live, self.peak_phase, self._dirty = dict(self.live), self.phase, False

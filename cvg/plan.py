@@ -39,8 +39,7 @@ class StepAccount:
     """The account of one training step of one level."""
 
     level: int
-    micro_batch: int
-    batch: int
+    micro_batch: int  # examples in the step's one forward and backward
     precision: str
     peak_bytes: int  # everything alive at the peak, parameters included
     baseline_bytes: int  # alive before the step: parameters, buffers, EMA, the batch
@@ -65,7 +64,7 @@ class StepAccount:
 
     @property
     def tflop_per_example(self) -> float:
-        return self.flops / self.batch / 1e12
+        return self.flops / self.micro_batch / 1e12
 
     def modules(self, depth: int = 3, top: int = 10) -> list[tuple[str, int]]:
         """The ``top`` modules (names cut to ``depth`` parts, e.g. ``G.blocks.13``) by the saved
@@ -81,15 +80,14 @@ class StepAccount:
 
 
 def account_step(config: Config, index: int, micro_batch: int, precision: str | None = None, n_classes: int | None = None,
-                 steps_per_micro: int = 1, flops: bool = True) -> StepAccount:
+                 flops: bool = True) -> StepAccount:
     """Account one training step of level ``index`` of ``config`` at ``micro_batch`` examples per
     GPU (the whole per-GPU batch in one forward and backward), with ``precision`` (default: the
-    config's ``train.precision``). ``steps_per_micro`` > 1 accounts that many micro-batches per
-    update (gradient accumulation) instead of one."""
+    config's ``train.precision``)."""
     spec, t = config.level(index), config.train(index)
     precision = precision or t.precision
-    batch = micro_batch * steps_per_micro
-    config = _with_train(config, index, {"batch_size": batch, "micro_batch": micro_batch if steps_per_micro > 1 else 0, "precision": precision})
+    batch = micro_batch  # the whole batch in one forward and backward: the step's memory is a micro-batch's
+    config = _with_train(config, index, {"batch_size": batch, "micro_batch": 0, "precision": precision})
     train = config.train(index)
     preset = get_preset(config.model.preset, config.model.width)
     classes = n_classes if n_classes is not None else (preset.n_classes if config.dataset.conditional else 0)
@@ -110,8 +108,8 @@ def account_step(config: Config, index: int, micro_batch: int, precision: str | 
         fake_cond = torch.rand(batch, 3, spec.window, prev.resolution, prev.resolution) * 2 - 1 if prev else None
         label = torch.zeros(batch, dtype=torch.long) if classes else None
         inputs = [t for t in (real, cond, fake_cond, label) if t is not None]
+        account.start()
         baseline = account.current
-        account.peak, account._dirty = baseline, True
         whole = slice(0, batch)
         with account.modules({"G": level.G, "D": level.D}), account.saved_tensors(), counter:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -133,7 +131,7 @@ def account_step(config: Config, index: int, micro_batch: int, precision: str | 
     by_category = {c: 0 for c in CATEGORIES}
     for record in account.peak_live.values():
         by_category[categories.get(record.serial, "temporaries")] += record.nbytes
-    return StepAccount(index, micro_batch, batch, precision, account.peak, baseline, account.peak_phase, by_category,
+    return StepAccount(index, micro_batch, precision, account.peak, baseline, account.peak_phase, by_category,
                        dict(sorted(by_module.items(), key=lambda kv: -kv[1])), int(counter.get_total_flops()) if flops else 0)
 
 
@@ -181,18 +179,17 @@ def _with_train(config: Config, index: int, overrides: dict) -> Config:
 
 
 def fits(peak_gib_by_batch: dict[int, float], gpu_gib: float) -> int:
-    """The largest micro-batch whose peak fits ``gpu_gib`` (0: none), extrapolating linearly in
-    the batch beyond the largest accounted one."""
-    best = 0
-    for b, gib in sorted(peak_gib_by_batch.items()):
-        if gib <= gpu_gib:
-            best = b
-    if best and best == max(peak_gib_by_batch) and len(peak_gib_by_batch) > 1:
-        (b0, g0), (b1, g1) = sorted(peak_gib_by_batch.items())[-2:]
-        slope = (g1 - g0) / (b1 - b0)
-        if slope > 0:
-            best = max(best, int(math.floor(b1 + (gpu_gib - g1) / slope)))
-    return best
+    """The largest micro-batch whose peak fits ``gpu_gib`` (0: none): the peak is linear in the
+    micro-batch between accounted ones, and beyond the largest along its last segment."""
+    points = sorted(peak_gib_by_batch.items())
+    best = max((b for b, gib in points if gib <= gpu_gib), default=0)
+    if not best or len(points) < 2:
+        return best
+    i = [b for b, _ in points].index(best)
+    (b0, g0), (b1, g1) = points[i : i + 2] if i + 1 < len(points) else points[-2:]
+    slope = (g1 - g0) / (b1 - b0)
+    fitting = points[i][1]
+    return max(best, best + int(math.floor((gpu_gib - fitting) / slope))) if slope > 0 else best
 
 
 # -- the plan ------------------------------------------------------------------------------------------------
@@ -223,11 +220,12 @@ class LevelPlan:
                 "by_category_gib": {str(b): {k: round(v / GIB, 3) for k, v in a.by_category.items()} for b, a in self.accounts.items()}}
 
 
-def per_gpu_micro_batch(config: Config, index: int) -> int:
+def per_gpu_micro_batch(config: Config, index: int, world: int | None = None) -> int:
     """Examples in one forward/backward on one GPU: ``train.micro_batch``, or the whole per-process
-    batch (``train.batch_size`` over the SLURM tasks) when it is 0."""
+    batch (``train.batch_size`` over the ``world`` processes, default the config's) when it is 0."""
     t = config.train(index)
-    local = max(1, t.batch_size // max(1, processes(config, index, config.slurm(index).gpus_per_node)))
+    world = world or processes(config, index, config.slurm(index).gpus_per_node)
+    local = max(1, t.batch_size // max(1, world))
     return min(t.micro_batch or local, local)
 
 
@@ -306,10 +304,8 @@ def check_fits(config: Config, index: int, gpu_gib: float, precision: str | None
         return account
     if micro == 1:
         raise DoesNotFit(f"level {index} does not fit {gpu_gib:.1f} GiB even at micro-batch 1: it needs {need:.1f} GiB, "
-                         f"{need - gpu_gib:.1f} GiB more (cvg plan --config ... shows where the bytes go)")
-    one = account_step(config, index, 1, precision, flops=False).cuda_peak_gib
-    per_example = (need - one) / (micro - 1)
-    fit = max(0, 1 + int((gpu_gib - one) // per_example)) if one <= gpu_gib else 0
+                         f"{need - gpu_gib:.1f} GiB more (`cvg plan CONFIG --modules 10` shows where the bytes go)")
+    fit = fits({1: account_step(config, index, 1, precision, flops=False).cuda_peak_gib, micro: need}, gpu_gib)
     hint = f"set train.levels[{index - 1}].micro_batch: {fit}" if fit else "it does not fit even at micro-batch 1"
     raise DoesNotFit(f"level {index} at micro-batch {micro} needs {need:.1f} GiB, {need - gpu_gib:.1f} GiB more than the {gpu_gib:.1f} GiB "
                      f"of this GPU: {hint}")
@@ -320,7 +316,5 @@ def preflight(config: Config, index: int, device: torch.device, world: int) -> S
     (nothing on other devices), at that process's micro-batch."""
     if device.type != "cuda":
         return None
-    t = config.train(index)
-    local = max(1, t.batch_size // world)
     total = torch.cuda.get_device_properties(device).total_memory / GIB
-    return check_fits(config, index, total, micro=min(t.micro_batch or local, local))
+    return check_fits(config, index, total, micro=per_gpu_micro_batch(config, index, world))

@@ -234,7 +234,7 @@ def upsampling_phase_weights(weight: torch.Tensor) -> list[torch.Tensor]:
     return [torch.einsum("pi,qj,ocij->ocpq", rows[a], rows[b], weight) for a in (0, 1) for b in (0, 1)]
 
 
-def _convolve(r: torch.Tensor, mode: str, weights, bias, shape) -> torch.Tensor:
+def _convolve(r: torch.Tensor, mode: str, weights, bias) -> torch.Tensor:
     """The conv of a fused norm-ReLU-conv. ``r``: (B*T, C, H, W) frame-major for FRAMES and
     FRAMES_UP, (B, C, T, H, W) for VIDEO; returns the same layout at the output size."""
     if mode == VIDEO:
@@ -301,13 +301,13 @@ class _NormReluConv(torch.autograd.Function):
     def forward(ctx, x, gain, bias, mean, var, eps, training, mode, conv_dtype, conv_bias, *weights):
         b, c, t = x.shape[:3]
         if training:
-            mean, var = norm_stats(x)  # (T, C) fp32, all-reduced
+            mean, var = frame_stats(x)  # (T, C) fp32, all-reduced (a Function's forward runs without autograd)
         else:  # the running statistics, returned as outputs of their own
             mean, var = mean.clone(), var.clone()
         inv = torch.rsqrt(var + eps)
         r = _activate(x, mean, inv, gain, bias, mode)
         dtype = conv_dtype or x.dtype
-        y = _convolve(r.to(dtype), mode, [w.to(dtype) for w in weights], None if conv_bias is None else conv_bias.to(dtype), x.shape)
+        y = _convolve(r.to(dtype), mode, [w.to(dtype) for w in weights], None if conv_bias is None else conv_bias.to(dtype))
         ctx.save_for_backward(x, gain, bias, mean, inv, conv_bias, *weights)
         ctx.training, ctx.mode, ctx.dtype, ctx.b = training, mode, dtype, b
         ctx.mark_non_differentiable(mean, var)
@@ -359,13 +359,6 @@ class _NormReluConv(torch.autograd.Function):
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def norm_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Population mean and variance of (B, C, T, H, W) per (timestep, channel), (T, C) in fp32,
-    all-reduced across workers (``FrameNorm._batch_stats`` without autograd)."""
-    with torch.no_grad():
-        return frame_stats(x)
 
 
 def _broadcast(v: torch.Tensor, like: torch.Tensor, mode: str, b: int) -> torch.Tensor:
