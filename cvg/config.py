@@ -390,6 +390,9 @@ class Config:
 
 
 def build_config(raw: dict, source: str = "config") -> Config:
+    if isinstance(raw, dict) and "extends" in raw:  # a mapping that says extends never silently runs on the defaults
+        raise ConfigError(f"{source}: extends: {raw['extends']!r} is not resolved: read config files with read_raw / resolve_raw, "
+                          "which resolve extends relative to the file that says it")
     cfg = validate_config(raw, source)
     data = cfg["data"]
     strides = level_strides(data["stride"], [lv.get("temporal_factor", 1) for lv in cfg["levels"]])
@@ -436,12 +439,15 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def read_raw(path: str | Path, _seen: tuple = ()) -> dict:
-    """A config file's mapping with its ``extends:`` chain resolved."""
+    """A config file's mapping with its ``extends:`` chain resolved (each ``extends`` relative to
+    the file that says it); a missing base or a cycle is an error naming the files."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     if path.resolve() in _seen:
-        raise ConfigError(f"{path}: extends itself (cycle {' -> '.join(map(str, _seen))})")
+        cycle = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: extends itself (cycle {cycle})")
+    if not path.is_file():
+        said = f"{_seen[-1]}: extends {path}, which" if _seen else f"config file {path}"
+        raise ConfigError(f"{said} does not exist")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -450,6 +456,23 @@ def read_raw(path: str | Path, _seen: tuple = ()) -> dict:
         base = read_raw(path.parent / raw.pop("extends"), _seen + (path.resolve(),))
         raw = deep_merge(base, raw)
     return raw
+
+
+def resolve_raw(files: list[str | Path], overrides: dict | None = None, cwd: str | Path = ".") -> dict:
+    """The one resolution of a config given as files (each with its ``extends:`` chain resolved
+    relative to that file, later files over earlier ones, as Snakemake's ``--configfile``) and
+    key overrides on top (``--config``; an ``extends`` among them is relative to ``cwd`` and is
+    the base of everything). The result holds no ``extends``."""
+    raw: dict = {}
+    for path in files:
+        layer = read_raw(path)
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(layer).__name__}")
+        raw = deep_merge(raw, layer)
+    overrides = dict(overrides or {})
+    if "extends" in overrides:
+        raw = deep_merge(read_raw(Path(cwd) / overrides.pop("extends")), raw)
+    return deep_merge(raw, overrides)
 
 
 def extends_chain(path: str | Path) -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from cvg.atomic import write_json, write_text
-from cvg.config import ConfigError, extends_chain
+from cvg.config import ConfigError, extends_chain, resolve_raw
 from cvg.experiment import build_experiment, load_experiment
 from cvg.tables import experiments_of
 from cvg.variants import PATTERN as VARIANT_PATTERN, scored_variants, trained_levels
@@ -17,22 +17,26 @@ ENV = "../envs/cvg.yaml"  # every rule's conda environment (`--use-conda`): the 
 
 
 def _load_experiments():
-    experiments, sources = {}, {}
+    """Every config/*.yaml, and the experiment --configfile / --config define (it replaces the
+    config/ one of the same name), each resolved by the one rule of ``cvg.config.resolve_raw``."""
+    experiments, sources, depth = {}, {}, {}
     for path in sorted(Path(REPO, "config").glob("*.yaml")):
         cfg = load_experiment(path)
-        experiments[cfg.name], sources[cfg.name] = cfg, str(path)
-    global DEPTH
-    DEPTH = {name: len(extends_chain(path)) for name, path in sources.items()}
-    if config.get("name"):  # --configfile / --config: replaces the experiment of that name
-        cfg = build_experiment(dict(config), source="--configfile")
-        experiments[cfg.name] = cfg
-        for path in workflow.overwrite_configfiles or []:
-            sources[cfg.name] = str(path)
-    return experiments, sources
+        experiments[cfg.name], sources[cfg.name], depth[cfg.name] = cfg, str(path), len(extends_chain(path))
+    files = list(workflow.overwrite_configfiles or [])
+    overrides = dict(workflow.config_settings.config or {})
+    if files or overrides:
+        source = str(files[-1]) if files else "--config"
+        cfg = build_experiment(resolve_raw(files, overrides), source=source)
+        experiments[cfg.name], sources[cfg.name] = cfg, source
+        base = overrides.get("extends")
+        depth[cfg.name] = len(extends_chain(files[-1])) if files else 0
+        depth[cfg.name] += 1 + len(extends_chain(base)) if base else 0
+    return experiments, sources, depth
 
 
 try:
-    EXPERIMENTS, CONFIG_FILES = _load_experiments()
+    EXPERIMENTS, CONFIG_FILES, DEPTH = _load_experiments()
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -47,9 +51,6 @@ def exp(wildcards):
     return EXPERIMENTS[wildcards.dataset]
 
 
-DEPTH = {}  # experiment -> how many configs it extends (set by _load_experiments)
-
-
 def owner(name, stage):
     """The experiment whose results hold ``stage`` of experiment ``name``: of all experiments
     whose ``stage`` has the same fingerprint (the same settings, upstream stages and input
@@ -57,7 +58,7 @@ def owner(name, stage):
     ablation that differs from its base only at level 2 so reads the base's data and level 1."""
     fp = EXPERIMENTS[name].fingerprint(stage)
     same = [other for other, cfg in EXPERIMENTS.items() if stage in cfg.stages() and cfg.fingerprint(stage) == fp]
-    return min(same, key=lambda other: (DEPTH.get(other, 0), other))
+    return min(same, key=lambda other: (DEPTH[other], other))
 
 
 def data_file(name, filename):
@@ -99,27 +100,37 @@ def _code_version() -> str:
     return f"cvg {cvg.__version__} ({commit})"
 
 
+def snapshot_path(name):
+    return f"results/{name}/config.yaml"
+
+
 def config_file(wildcards):
-    """``config_snapshot`` of the rule's ``{dataset}``, as a rule's params function."""
-    return config_snapshot(wildcards.dataset)
+    """The config snapshot of the rule's ``{dataset}`` (``write_snapshots``), as a rule's params function."""
+    return snapshot_path(wildcards.dataset)
 
 
-def config_snapshot(name):
-    """Experiment ``name``'s validated config, snapshotted at results/{name}/config.yaml.
+def write_snapshots(jobs):
+    """Write the config snapshot of every experiment the ``jobs`` read: its validated, fully
+    resolved config (no ``extends``) at results/{name}/config.yaml, and provenance.json beside it
+    (the config's source, the code). Called by ``onstart``: after Snakemake holds its lock and
+    never in a dry run, so `snakemake -n` and a run refused by the lock write nothing.
 
-    Rules read the snapshot (a constant relative path), so where the config came from (config/
-    or --configfile, and where the checkout lies) does not trigger reruns; what changes inside
-    it does, through each rule's `fingerprint` param (``cvg.fingerprint``). The snapshot and provenance.json record
-    what produced the results.
+    Rules read the snapshot (a constant relative path, their `config` param), so where the config
+    came from (config/ or --configfile, and where the checkout lies) does not trigger reruns; what
+    changes inside it does, through each rule's `fingerprint` param (``cvg.fingerprint``).
     """
-
-    path = Path("results", name, "config.yaml")
-    text = EXPERIMENTS[name].to_yaml()
-    if not path.exists() or path.read_text() != text:
+    names = sorted({Path(job.params.config).parent.name for job in jobs if "config" in job.params.keys()})
+    for name in names:
+        path, text = Path(snapshot_path(name)), EXPERIMENTS[name].to_yaml()
+        if path.exists() and path.read_text() == text:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
-        write_json(Path("results", name, "provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version()})
-    return str(path)
+        write_json(path.with_name("provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version()})
+
+
+onstart:
+    write_snapshots(workflow.dag.needrun_jobs())
 
 
 def eval_resource(key):

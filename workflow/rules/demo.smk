@@ -14,7 +14,7 @@ rule demo_videos:
     params:
         # the snapshot (a relative path), not the source: a moved checkout or config file does
         # not re-render the videos and so retrain everything
-        config=lambda wc: config_snapshot(demo_experiment(wc.demo_root)),
+        config=lambda wc: snapshot_path(demo_experiment(wc.demo_root)),
         # re-rendered (Snakemake empties the folder first) when the demo's settings change
         fingerprint=lambda wc: EXPERIMENTS[demo_experiment(wc.demo_root)].fingerprint("demo"),
     shell:
