@@ -3,8 +3,9 @@
 A stage's *settings* are the config values it reads (``RERUN_TABLE`` says which key feeds which
 stage, for every key of the schema), flattened to ``key path -> value``; its *closure* adds the
 settings of every stage it reads from (level 2's training closure holds the data settings and
-level 1's training settings), and, for the data, the identity of the input videos (the listing
-of the dataset root with sizes and modification times). The fingerprint is a hash of the stage's
+level 1's training settings), and, for the data, the identity of the input videos (every file's
+relative path, size and content digest, ``cvg.content``: not where they lie or when they were
+written). The fingerprint is a hash of the stage's
 name and its closure. So one function decides both when Snakemake reruns a rule (each rule's
 ``fingerprint`` param) and whether stored state may be reused: every artefact records its
 stage's fingerprint and closure (``Stamp``), and a consumer that finds another fingerprint
@@ -24,8 +25,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cvg.config import TRAIN_DEFAULTS, Config
 from cvg.atomic import write_text
+from cvg.config import TRAIN_DEFAULTS, Config
+from cvg.content import content_listing
 from cvg.models.presets import get_preset
 from cvg.variants import Variant, variant_names
 
@@ -36,6 +38,8 @@ from cvg.variants import Variant, variant_names
 RERUN_TABLE: dict[str, tuple[str | None, str]] = {
     "name": (None, "outputs go to results/{name}/: another experiment, not a change of this one"),
     "extends": (None, "resolved into the other keys before anything reads them"),
+    "dataset.root": (None, "where the videos are, not what: their content is the data listing's (a copy or a move reruns nothing)"),
+    "dataset.annotations": (None, "where the annotation files are, not what: their content is the data listing's"),
     "dataset.demo.*": ("demo", "the demo videos are rendered from these"),
     "dataset.*": ("data", "which videos, and their labels and splits"),
     "data.workers": (None, "decoding processes: how fast, not what"),
@@ -296,41 +300,16 @@ def describe_difference(stored: dict, expected: dict, limit: int = 6) -> str:
 DEMO_LISTING = "rendered from dataset.demo"
 
 
-def listing_digest(root: str | os.PathLike, extra: list[str | os.PathLike] = ()) -> str:
-    """A digest of every file under ``root`` (relative path, size, modification time) and of the
-    ``extra`` files (annotations outside it): adding, removing, replacing or touching a video
-    changes it. Stat calls only, no content reads: 100k files take seconds."""
-    h = hashlib.sha256()
-    root = Path(root)
-    entries = []
-    for folder, _dirs, files in os.walk(root, followlinks=True):
-        for name in files:
-            path = os.path.join(folder, name)
-            try:
-                st = os.stat(path)
-            except OSError:  # a broken link: its absence is what counts
-                continue
-            entries.append(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}")
-    for path in extra:
-        p = Path(path)
-        if p.is_file() and root not in p.resolve().parents:
-            st = p.stat()
-            entries.append(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}")
-    entries.sort()
-    for entry in entries:
-        h.update(entry.encode("utf-8", "surrogateescape") + b"\n")
-    return f"{len(entries)} files, sha256 {h.hexdigest()[:16]}"
-
-
 def dataset_listing(config: Config) -> str:
     """The input identity of ``config``'s data stage: the demo's videos are a function of its
-    settings (already in the closure); a real dataset's is its root's listing."""
+    settings (already in the closure); a real dataset's is its files' content (``cvg.content``),
+    wherever the root lies."""
     if config.dataset.kind == "demo":
         return DEMO_LISTING
     extra = [config.dataset.options["annotations"]] if "annotations" in config.dataset.options else []
     if extra and Path(extra[0]).is_dir():
         extra = sorted(Path(extra[0]).glob("*"))
-    return listing_digest(config.dataset.root, extra)
+    return content_listing(config.dataset.root, extra)
 
 
 _LISTINGS: dict[tuple, str] = {}

@@ -117,3 +117,19 @@ def one_and_two_workers(target, *args) -> dict[int, list[tuple]]:
             assert p.exitcode == 0
     return results
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def content_cache(tmp_path_factory):
+    """The content-digest cache (``cvg.content``) of this test session, in a temporary folder: the
+    tests and the snakemake runs they start never read or write the user's cache."""
+    import os
+
+    path = tmp_path_factory.mktemp("content_cache")
+    previous = os.environ.get("CVG_CACHE_DIR")
+    os.environ["CVG_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("CVG_CACHE_DIR", None)
+    else:
+        os.environ["CVG_CACHE_DIR"] = previous

@@ -4,10 +4,13 @@ the fingerprints of the stages that read it and of everything downstream of them
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 
 import pytest
 
 from cvg.config import SLURM_DEFAULTS, build_config, config_schema, read_raw
+from cvg.content import content_listing
 from cvg.fingerprint import (
     ALSO_READ,
     RERUN_TABLE,
@@ -17,7 +20,6 @@ from cvg.fingerprint import (
     decision,
     describe_difference,
     fingerprints,
-    listing_digest,
     rerun_table_markdown,
 )
 from tests.conftest import REPO
@@ -26,8 +28,8 @@ from tests.conftest import REPO
 # A key added to the schema without a line here fails test_every_schema_key_has_a_decision.
 EXPECTED_FIRST = {
     "name": None, "extends": None,
-    "dataset.kind": "data", "dataset.root": "data", "dataset.conditional": "data", "dataset.ucf101_split": "data",
-    "dataset.annotations": "data", "dataset.extensions": "data",
+    "dataset.kind": "data", "dataset.root": None, "dataset.conditional": "data", "dataset.ucf101_split": "data",
+    "dataset.annotations": None, "dataset.extensions": "data",
     **{f"dataset.demo.{k}": "demo" for k in ("videos_per_class", "frames", "width", "height", "fps", "seed", "crf", "object_size",
                                                "grating_frequency", "detail_frequency", "ring_period", "background", "objects",
                                                "class_colours", "bounce_speed", "orbit_radius", "orbit_speed")},
@@ -223,14 +225,35 @@ def test_a_change_reruns_exactly_the_stages_that_read_it(key):
 def test_input_listing_is_part_of_the_data_fingerprint(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "v.mp4").write_bytes(b"x")
-    first = listing_digest(tmp_path)
+    first = content_listing(tmp_path)
     (tmp_path / "a" / "w.mp4").write_bytes(b"y")  # a video added
-    second = listing_digest(tmp_path)
+    second = content_listing(tmp_path)
     assert first != second and second.startswith("2 files")
     cfg = demo_config()
     a, b = Fingerprints(cfg, first), Fingerprints(cfg, second)
     assert a.fingerprint("data") != b.fingerprint("data") and a.fingerprint("metrics") != b.fingerprint("metrics")
     assert a.fingerprint("demo") == b.fingerprint("demo")
+
+
+def test_the_listing_is_the_content_wherever_and_whenever_it_was_written(tmp_path):
+    root = tmp_path / "videos"
+    for i in range(3):
+        (root / f"class{i}").mkdir(parents=True)
+        (root / f"class{i}" / "v.mp4").write_bytes(bytes([i]) * 1000)
+    first = content_listing(root)
+    moved = tmp_path / "scratch" / "videos"
+    shutil.copytree(root, moved, copy_function=shutil.copyfile)  # new root, new modification times, same bytes
+    assert content_listing(moved) == first
+    os.utime(root / "class0" / "v.mp4", ns=(1, 1))  # touched
+    assert content_listing(root) == first
+    data = bytearray((root / "class1" / "v.mp4").read_bytes())
+    data[500] ^= 1  # one bit of one video, same size, the old modification time
+    stat = (root / "class1" / "v.mp4").stat()
+    (root / "class1" / "v.mp4").write_bytes(bytes(data))
+    os.utime(root / "class1" / "v.mp4", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert content_listing(root) != first  # its status-change time differs from the cached one: read again
+    (root / "class2" / "v.mp4").rename(root / "class2" / "w.mp4")  # renamed: another listing
+    assert content_listing(root) != content_listing(moved)
 
 
 def test_a_stale_stamp_names_the_settings_that_differ():

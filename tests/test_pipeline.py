@@ -71,6 +71,19 @@ def test_tiny_dag_trains_samples_and_reruns_only_the_changed_level(videos, tmp_p
     one = snakemake(tmp_path, "results/tiny/train/level2.pt", "-n", "--configfile", cfg2)
     assert jobs_of(one.stdout) == {"train_level"}
 
+    # the dataset copied to other storage (new root, new modification times, same bytes): nothing reruns
+    moved = tmp_path / "scratch" / "videos"
+    shutil.copytree(videos / "videos", moved, copy_function=shutil.copyfile)
+    relocated = copy.deepcopy(raw)
+    relocated["dataset"]["root"] = str(moved)
+    cfg3 = write(tmp_path / "tiny3.yaml", relocated)
+    out = snakemake(tmp_path, "results/tiny/samples/cascade.h5", "results/tiny/samples/bilinear.h5", "-n", "--configfile", cfg3)
+    assert jobs_of(out.stdout) == set(), out.stdout[-3000:]
+    first, second = sorted(moved.rglob("*.mp4"))[:2]
+    shutil.copyfile(second, first)  # one video's bytes changed: the data and every level after it
+    out = snakemake(tmp_path, "results/tiny/samples/cascade.h5", "-n", "--configfile", cfg3)
+    assert {"manifest", "train_level", "sample"} <= jobs_of(out.stdout), out.stdout[-3000:]
+
 
 @pytest.mark.slurm
 @pytest.mark.skipif(shutil.which("sbatch") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0, reason="no SLURM cluster")

@@ -127,6 +127,51 @@ def test_a_corrupt_latest_falls_back_to_the_previous_checkpoint(tiny_data, tmp_p
     assert same_weights(tmp_path / "a.pt", tmp_path / "b.pt")
 
 
+def flip_bytes(path, count=64) -> None:
+    """XOR ``count`` bytes in the middle of ``path``, as a bad disk or copy would."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this ran",))
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_and_never_becomes_the_fallback(tiny_data, tmp_path, capsys):  # noqa: F811
+    root, raw = tiny_data
+    index = root / "data" / "index.csv"
+    cfg = config_with(raw, steps=8, checkpoint_every=2)
+    train_level(cfg, 1, index, tmp_path / "a.pt", tmp_path / "wa", progress=False)
+    assert train_level(cfg, 1, index, tmp_path / "b.pt", tmp_path / "wb", progress=False, stop_after=5) is None
+    latest, previous = tmp_path / "wb" / "latest.pt", tmp_path / "wb" / "previous.pt"
+    flip_bytes(latest)
+    with pytest.raises(CheckpointError, match="latest.pt (was altered after it was written|is not a readable checkpoint)"):
+        load_checkpoint(latest)
+    capsys.readouterr()
+
+    # resumed from the verified previous.pt (step 2), said so; its first save (step 4) keeps the damaged file aside
+    assert train_level(cfg, 1, index, tmp_path / "b.pt", tmp_path / "wb", progress=False, stop_after=3) is None
+    said = capsys.readouterr().out
+    assert f"falling back to {previous}" in said and f"resuming at step 2 from {previous}" in said, said
+    assert load_checkpoint(previous)["step"] == 2 and load_checkpoint(latest)["step"] == 4
+    assert (tmp_path / "wb" / "latest.pt.damaged").exists()
+
+    # a foreign pickle in its place is named as such, not as a damaged file
+    torch.save({"step": _RunsCode()}, latest)
+    with pytest.raises(CheckpointError, match="not a cvg checkpoint: .* could run code"):
+        load_checkpoint(latest)
+    train_level(cfg, 1, index, tmp_path / "b.pt", tmp_path / "wb", progress=False)
+    said = capsys.readouterr().out
+    assert "not a cvg checkpoint" in said and "this ran" not in said and f"resuming at step 2 from {previous}" in said
+    assert same_weights(tmp_path / "a.pt", tmp_path / "b.pt")  # bitwise the uninterrupted run
+    flip_bytes(tmp_path / "b.pt")  # a final checkpoint read by a later level or sampling: refused the same way
+    with pytest.raises(CheckpointError, match="b.pt"):
+        load_generator(cfg, tmp_path / "b.pt")
+
+
 def test_a_failed_final_save_leaves_the_run_resumable(tiny_data, tmp_path, monkeypatch):  # noqa: F811
     root, raw = tiny_data
     index = root / "data" / "index.csv"

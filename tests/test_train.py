@@ -15,6 +15,7 @@ import yaml
 from cvg.config import build_config
 from cvg.data.demo import DemoSpec, render_dataset
 from cvg.train.level import Level
+from cvg.checkpoint import save_atomic
 from cvg.train.loop import NonFiniteLossError, load_checkpoint, train_level
 from tests.conftest import tiny_raw_config
 from tests.test_shards import ingest
@@ -327,7 +328,7 @@ def test_frozen_generator_loads_from_its_checkpoint_without_initialising(tmp_pat
     args = (z, label) if index == 1 else (z, label, cond)
     with torch.no_grad():
         level.G(*args)  # a training-mode pass: per-frame running statistics to carry over
-    torch.save({"G": level.G.state_dict(), "index": index, "n_classes": 3}, tmp_path / "g.pt")
+    save_atomic({"G": level.G.state_dict(), "index": index, "n_classes": 3}, tmp_path / "g.pt")
     loaded = load_generator(cfg, tmp_path / "g.pt")
     reference = build_generator(level.preset, cfg.levels, index, 3, refine=cfg.model.refine)
     reference.load_state_dict(level.G.state_dict())
@@ -339,6 +340,6 @@ def test_frozen_generator_loads_from_its_checkpoint_without_initialising(tmp_pat
         assert torch.equal(loaded(*args), reference(*args))
     partial = level.G.state_dict()
     partial.pop(next(iter(partial)))
-    torch.save({"G": partial, "index": index, "n_classes": 3}, tmp_path / "partial.pt")
+    save_atomic({"G": partial, "index": index, "n_classes": 3}, tmp_path / "partial.pt")
     with pytest.raises(RuntimeError, match="Missing key"):
         load_generator(cfg, tmp_path / "partial.pt")

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cvg.atomic import atomic_path
+from cvg.checkpoint import CheckpointError, load_checkpoint, save_atomic
 
 CLASSIFIER_SIZE = 32  # frames are resized to this square before the network
 
@@ -96,12 +96,15 @@ def cached_classifier(cache: Path, key: dict, train) -> VideoClassifier:
     text = json.dumps(key, sort_keys=True)
     path = Path(cache) / f"classifier_{hashlib.sha256(text.encode()).hexdigest()[:12]}.pt"
     if path.exists():
-        state = torch.load(path, weights_only=True)
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            print(f"{exc}: training the classifier again", flush=True)
+            state = {}
         if state.get("key") == text:
             model = VideoClassifier(int(state["n_classes"]))
             model.load_state_dict(state["weights"])
             return model.eval()
     model = train()
-    with atomic_path(path) as tmp:
-        torch.save({"key": text, "n_classes": model.head.out_features, "weights": model.state_dict()}, tmp)
+    save_atomic({"key": text, "n_classes": model.head.out_features, "weights": model.state_dict()}, path)
     return model

@@ -164,17 +164,23 @@ class StopSignals:
 
 class WorkState:
     """A level's resumable state in its work folder: ``latest.pt`` and, beside it, the one before
-    (``previous.pt``), both stamped with the training stage's fingerprint. A state of another
-    fingerprint is never resumed: the folder is moved aside as ``level{l}.work.stale-<fp>`` and
-    training starts afresh; an unreadable ``latest.pt`` falls back to ``previous.pt``."""
+    (``previous.pt``), both stamped with the training stage's fingerprint and verified by their
+    content digest when read (``load_checkpoint``). A state of another fingerprint is never
+    resumed: the folder is moved aside as ``level{l}.work.stale-<date>`` and training starts
+    afresh; an unreadable or altered ``latest.pt`` falls back to ``previous.pt``.
+
+    ``good`` is the last state known sound (verified when read, or written by this run): only it
+    is ever rotated into ``previous.pt``, so a damaged ``latest.pt`` never becomes the fallback
+    (it is kept aside as ``latest.pt.damaged`` when the next save replaces it)."""
 
     def __init__(self, work_dir: Path, fps: Fingerprints, stage: str):
         self.work_dir, self.fps, self.stage = work_dir, fps, stage
         self.latest, self.previous = work_dir / "latest.pt", work_dir / "previous.pt"
         self.loaded_from: Path | None = None
+        self.good: Path | None = None
 
     def load(self, device) -> dict | None:
-        state = None
+        state, path = None, None
         for path in (self.latest, self.previous):
             if not path.exists():
                 continue
@@ -187,14 +193,14 @@ class WorkState:
             break
         if state is None:
             if self.latest.exists() or self.previous.exists():
-                self.move_aside("its checkpoints are unreadable")
+                self.move_aside("its checkpoints are unreadable or damaged")
             return None
         try:
             check_stamp(self.fps, state, self.stage, path)
         except StaleError as exc:
             self.move_aside(str(exc))
             return None
-        self.loaded_from = path
+        self.loaded_from = self.good = path
         return state
 
     def move_aside(self, why: str) -> Path:
@@ -203,13 +209,20 @@ class WorkState:
         os.replace(self.work_dir, target)
         self.work_dir.mkdir(parents=True)
         print(f"starting {self.stage} afresh (fingerprint {label}): {why}. The old state is kept in {target}", flush=True)
+        self.good = None
         return target
 
     def save(self, state: dict) -> None:
-        state = {**state, "stamp": self.fps.stamp(self.stage).to_json()}
+        """Write ``latest.pt``; the state it replaces becomes ``previous.pt`` only if it is sound."""
+        upcoming = self.work_dir / "next.pt"  # written in full first: the rotation is then two renames
+        save_atomic({**state, "stamp": self.fps.stamp(self.stage).to_json()}, upcoming)
         if self.latest.exists():
-            os.replace(self.latest, self.previous)
-        save_atomic(state, self.latest)
+            if self.good == self.latest:
+                os.replace(self.latest, self.previous)
+            else:  # unverified or damaged: keep it for inspection, never as the fallback
+                os.replace(self.latest, self.latest.with_name(self.latest.name + ".damaged"))
+        os.replace(upcoming, self.latest)
+        self.good = self.latest
 
 
 def n_classes_from(index_path: Path, config: Config) -> int:
@@ -352,7 +365,7 @@ class Trainer:
         if "selection" in state:
             self.selection = Selection(**state["selection"])
         if self.rank == 0:
-            print(f"level {self.index}: resuming at step {self.step_count} from {self.work.latest}", flush=True)
+            print(f"level {self.index}: resuming at step {self.step_count} from {self.work.loaded_from} (content digest verified)", flush=True)
 
     def final_state(self, chosen: Selection) -> dict:
         """The level's artefact: its generator (the moving average where configured) and D,
@@ -399,10 +412,10 @@ class Trainer:
         level.update_ema(self.step_count)
         losses = torch.stack([loss_d.float(), loss_g.float()])
         if not torch.isfinite(losses).all():
-            latest = self.work.latest
+            good = self.work.good
             raise NonFiniteLossError(
                 f"level {self.index}: non-finite loss at step {self.step_count} (D {losses[0].item()}, G {losses[1].item()}); "
-                f"the last good state is {latest if latest.exists() else 'the initial one (no checkpoint yet)'}: "
+                f"the last verified state is {good if good is not None else 'the initial one (no checkpoint yet)'}: "
                 "lower the learning rates or check the data, then rerun to resume from it"
             )
         self.bar.update(1)
