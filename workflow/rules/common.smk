@@ -35,8 +35,19 @@ def _load_experiments():
     return experiments, sources, depth
 
 
+def _command_options():
+    """{experiment: the snakemake options that define it} (its --configfile / --config), for the
+    commands cvg's messages suggest (``provenance.json``'s ``options``)."""
+    import shlex
+
+    files = [f"--configfile {shlex.quote(str(f))}" for f in workflow.overwrite_configfiles or []]
+    items = [shlex.quote(f"{key}={json.dumps(value)}") for key, value in dict(workflow.config_settings.config or {}).items()]
+    return " ".join(files + (["--config", *items] if items else []))
+
+
 try:
     EXPERIMENTS, CONFIG_FILES, DEPTH = _load_experiments()
+    OPTIONS = {name: _command_options() for name, source in CONFIG_FILES.items() if not source.startswith(str(Path(REPO, "config")))}
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -126,7 +137,7 @@ def write_snapshots(jobs):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
-        write_json(path.with_name("provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version()})
+        write_json(path.with_name("provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version(), "options": OPTIONS.get(name, "")})
 
 
 onstart:

@@ -41,6 +41,7 @@ rule psd:
         ENV
     params:
         config=config_file,
+        fingerprint=fingerprint("metrics"),  # metrics.n_real and real_split choose the real clips
         n=lambda wc: exp(wc).metrics.n_real,
     shell:
         "cvg psd --config {params.config} --index {input.index} --n {params.n} --out {output.csv} --plot {output.svg}"

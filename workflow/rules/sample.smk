@@ -91,5 +91,6 @@ rule strip:
         ENV
     params:
         config=config_file,
+        fingerprint=fingerprint("metrics"),  # metrics.real_split / heldout_split choose the real clips shown
     shell:
         "cvg strip --config {params.config} --index {input.index} --samples {input.samples} --out {output} > {log} 2>&1"
