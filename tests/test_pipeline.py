@@ -2,16 +2,22 @@
 level after a config change, and the same DAG through the SLURM executor."""
 
 import copy
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import zipfile
 
 import h5py
 import pytest
 import yaml
 
+from cvg.checkpoint import load_checkpoint
 from cvg.data.demo import DemoSpec, render_dataset
-from tests.conftest import tiny_raw_config
+from cvg.data.shards import ShardError, open_shard
+from tests.conftest import REPO, tiny_raw_config
 from tests.test_workflow import snakemake
 
 
@@ -95,8 +101,6 @@ def test_tiny_dag_trains_samples_and_reruns_only_the_changed_level(videos, tmp_p
 @pytest.mark.slurm
 @pytest.mark.skipif(shutil.which("sbatch") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0, reason="no SLURM cluster")
 def test_tiny_dag_through_the_slurm_executor(videos, tmp_path):
-    from tests.conftest import REPO
-
     raw = tiny_experiment(videos, name="tinyslurm")
     cfg = write(tmp_path / "tinyslurm.yaml", raw)
     before = set(subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True, text=True).stdout.split())
@@ -143,9 +147,45 @@ def test_changed_data_settings_and_added_videos_rebuild_the_data(videos, tmp_pat
     assert "manifest" in jobs_of(plan), plan
 
     # a damaged shard of an experiment defined by --configfile: the fix command carries it
-    from cvg.data.shards import ShardError, open_shard
-
     shard = next((tmp_path / "results/tiny/data/shards").rglob("*.h5"))
     shard.write_bytes(shard.read_bytes()[:1000])
     with pytest.raises(ShardError, match=f"rebuild it: snakemake -c2 --configfile {cfg2} --forcerun shard -- {shard}"):
         open_shard(shard)
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sbatch") is None or subprocess.run(["sinfo"], capture_output=True).returncode != 0, reason="no SLURM cluster")
+@pytest.mark.parametrize("how", ["scancel", "time limit"])
+def test_a_training_job_of_the_slurm_executor_saves_its_step_when_cancelled_or_out_of_time(videos, tmp_path, how):
+    """What SLURM delivers to a training step inside a snakemake job: SIGTERM to every process of
+    the job (scancel, or the time limit), SIGKILL after KillWait; the step is saved before that."""
+    name = "tinyscancel" if how == "scancel" else "tinytimeout"
+    raw = tiny_experiment(videos, name=name)
+    raw["train"]["defaults"].update(steps=100_000, checkpoint_every=100_000, sample_every=100_000, log_every=1)
+    if how == "time limit":
+        raw["slurm"]["defaults"]["time_min"] = 1
+    cfg = write(tmp_path / f"{name}.yaml", raw)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), f"results/{name}/train/level1.pt",
+           "--configfile", cfg, "--profile", str(REPO / "profiles" / "slurm-ci")]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log = tmp_path / f"results/{name}/train/level1.work/log.csv"
+    deadline = time.monotonic() + 600
+    while not (log.exists() and log.read_text().count("\n") >= 4):
+        assert run.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout.splitlines()
+    job = next(line.split()[0] for line in jobs if line.split()[1] == f"rule_train_level_wildcards_{name}_1")
+    if how == "scancel":
+        subprocess.run(["scancel", job], check=True)
+    state, deadline = "", time.monotonic() + 300  # SLURM's side; the executor notices at its own polling pace
+    while not state.startswith(("CANCELLED", "TIMEOUT")):
+        assert time.monotonic() < deadline, f"job {job} still {state}"
+        time.sleep(1)
+        state = subprocess.run(["sacct", "-j", job, "-X", "-n", "-o", "State"], capture_output=True, text=True).stdout.strip()
+    run.send_signal(signal.SIGINT)  # the submitting snakemake: stop waiting for its next status check
+    run.communicate(timeout=120)
+    saved = int(load_checkpoint(tmp_path / f"results/{name}/train/level1.work/latest.pt")["step"])
+    said = (tmp_path / f"results/{name}/logs/train/level1.log").read_text()
+    assert saved >= 3 and f"stopped by SIGTERM after step {saved}" in said, said[-3000:]
+    assert not (tmp_path / f"results/{name}/train/level1.pt").exists()

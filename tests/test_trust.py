@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cvg.checkpoint import load_checkpoint
 from cvg.config import read_raw
 from cvg.data.demo import DemoSpec, render_dataset
 from cvg.experiment import build_experiment, load_experiment
 from tests.conftest import REPO, tiny_raw_config
+from tests.test_pipeline import tiny_experiment
 from tests.test_workflow import planned_jobs, snakemake
 
 
@@ -127,3 +129,33 @@ def test_an_ablation_that_sorts_before_its_base_reads_the_base_level_1(tmp_path)
     out = snakemake(tmp_path, "results/aaa_ablation/train/level3.pt", "-n", "--configfile", str(child))
     trained = {w for rule, w in planned_jobs(out.stdout) if rule == "train_level"}
     assert trained == {"dataset=demo, level=1", "dataset=aaa_ablation, level=2", "dataset=aaa_ablation, level=3"}, out.stdout[-3000:]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_sent_to_snakemake_alone_saves_the_running_training_step(videos, tmp_path, sig):
+    """Snakemake waits for running jobs on SIGTERM; the workflow forwards the stop to its
+    training jobs, which save the step they are on and fail, so the run ends promptly."""
+    raw = tiny_experiment(videos.parent)
+    raw["train"]["defaults"].update(steps=100_000, checkpoint_every=100_000, sample_every=100_000, log_every=1)
+    cfg = dump(tmp_path / "tiny.yaml", raw)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
+           "results/tiny/train/level1.pt", "--configfile", str(cfg)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    log = tmp_path / "results/tiny/train/level1.work/log.csv"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and log.read_text().count("\n") >= 4):
+        assert run.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.1)
+    os.kill(run.pid, sig)  # snakemake's process only, as `kill PID` or a supervisor would
+    try:
+        output = run.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise AssertionError("snakemake kept waiting for the training job") from None
+    assert run.returncode != 0
+    latest = tmp_path / "results/tiny/train/level1.work/latest.pt"
+    saved = int(load_checkpoint(latest)["step"])
+    assert 3 <= saved < 100_000 and not (tmp_path / "results/tiny/train/level1.pt").exists()
+    said = (tmp_path / "results/tiny/logs/train/level1.log").read_text()
+    assert f"stopped by {signal.Signals(sig).name} after step {saved}" in said, said[-2000:] + output[-2000:]

@@ -134,12 +134,14 @@ class Interrupted(RuntimeError):
 class StopSignals:
     """While active, SIGTERM and SIGINT only raise a flag: the loop finishes its step, saves it
     and stops (``Interrupted``), so scancel, a time limit or Ctrl-C lose no finished step. A
-    second signal of the same kind ends the process at once, as without the handler."""
+    second signal more than ``REPEAT_S`` after the first ends the process at once, as without the handler."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    REPEAT_S = 2.0  # a repeat sooner is the same request delivered twice (a terminal's Ctrl-C, and Snakemake forwarding it)
 
     def __init__(self):
         self.received: int | None = None
+        self.at = 0.0
         self._previous = {}
 
     def __enter__(self):
@@ -149,11 +151,13 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
-        if self.received is not None:  # the second time: do what the signal did before
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        if self.received is not None:
+            if time.monotonic() - self.at < self.REPEAT_S:
+                return
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second request: do what the signal did before
             os.kill(os.getpid(), signum)
             return
-        self.received = signum
+        self.received, self.at = signum, time.monotonic()
         print(f"received {signal.Signals(signum).name}: finishing this step, then saving it", flush=True)
 
     def __exit__(self, *exc):

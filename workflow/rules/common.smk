@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from cvg.atomic import write_json, write_text
 from cvg.config import ConfigError, extends_chain, resolve_raw
 from cvg.experiment import build_experiment, load_experiment
+from cvg.stop import forward_stops
 from cvg.tables import experiments_of
 from cvg.variants import PATTERN as VARIANT_PATTERN, scored_variants, trained_levels
 
@@ -142,6 +143,7 @@ def write_snapshots(jobs):
 
 onstart:
     write_snapshots(workflow.dag.needrun_jobs())
+    forward_stops()  # SIGTERM / SIGINT to snakemake reach the running training jobs (cvg.stop)
 
 
 def eval_resource(key):
