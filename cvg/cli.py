@@ -236,6 +236,19 @@ def cmd_strip(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from cvg.atomic import write_json
+    from cvg.metrics.score import format_card, score
+
+    card = score(args.real, args.fake, frames=args.frames, stride=args.stride, device=args.device, batch_size=args.batch_size,
+                 n_boot=args.bootstrap, seed=args.seed, workers=args.workers, use_cache=not args.no_cache)
+    print(format_card(card))
+    if args.json:
+        write_json(args.json, card)
+        print(f"card: {args.json}")
+    return 0
+
+
 def _options() -> dict[str, argparse.ArgumentParser]:
     """Options several subcommands share, each declared once (argparse parents)."""
     config = argparse.ArgumentParser(add_help=False)
@@ -356,6 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="folder for cached real-data I3D outputs")
     p.set_defaults(func=cmd_per_class)
 
+    p = sub.add_parser("score", parents=[opt["device"]], help="FVD / FID / IS of any videos against real ones, under the reference FVD protocol",
+                       description="FVD, FID and IS of FAKE against REAL under the reference FVD protocol (cvg/metrics/score.py). "
+                                   "REAL and FAKE: a folder (searched recursively for .mp4 .avi .mov .mkv .webm .gif), a glob, "
+                                   "a text file listing paths, a .npy / .npz / HDF5 file of uint8 (N, T, H, W, 3) clips, or a cvg samples file.")
+    p.add_argument("real", help="the reference videos")
+    p.add_argument("fake", help="the videos to score")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip, from the first (default 16, the reference's)")
+    p.add_argument("--stride", type=int, default=1, help="take every STRIDE-th frame (default 1)")
+    p.add_argument("--json", help="write the card (scores, intervals, protocol, skipped files) to this JSON file")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward pass")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the FVD interval (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    p.add_argument("--workers", type=int, default=4, help="videos decoded at once")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cached I3D outputs of REAL")
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser("psd", parents=[opt["config"], opt["index"], opt["samples"]],
                        help="power spectral density of real and generated frames over time (appendix D)")
     p.add_argument("--frames", type=int, nargs="+", default=[0, 9, 23, 47], help="0-based frame indices (paper: 1, 10, 24, 48)")
@@ -401,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvg.data.shards import ShardError
     from cvg.data.sources import DatasetError
     from cvg.fingerprint import StaleError
+    from cvg.metrics.score import ScoreError
     from cvg.plan import DoesNotFit
     from cvg.train.loop import Interrupted
 
@@ -409,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"cvg: {exc}", file=sys.stderr)
         return exc.exit_status
-    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError, DoesNotFit) as exc:
+    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError, DoesNotFit, ScoreError) as exc:
         print(f"cvg: error: {exc}", file=sys.stderr)
         return 2
 

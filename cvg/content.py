@@ -57,9 +57,10 @@ class DigestCache:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # no usable cache: every file is read
 
-    def digests(self, files: dict[str, os.stat_result], progress: bool = True) -> dict[str, str]:
-        """{name: content digest} of ``files`` ({name: stat}; names relative to the root, or
-        absolute for files outside it), reading only files whose stat differs from the cache's."""
+    def digests(self, files: dict[str, os.stat_result], progress: bool = True, prune: bool = True) -> dict[str, str]:
+        """{name: content digest} of ``files`` ({name: stat}; names relative to the root),
+        reading only files whose stat differs from the cache's; with ``prune`` (``files`` is the
+        whole tree), entries of files no longer there are dropped."""
         out, missing = {}, []
         for name, st in files.items():
             entry = self.entries.get(name)
@@ -78,7 +79,7 @@ class DigestCache:
                     bar.update(1)
             bar.close()
             self.changed = True
-        gone = set(self.entries) - set(files)
+        gone = set(self.entries) - set(files) if prune else set()
         if gone:
             for name in gone:
                 del self.entries[name]

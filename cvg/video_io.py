@@ -190,6 +190,36 @@ def decode_video(
     return np.memmap(out, np.uint8, mode="r", shape=shape)
 
 
+_OUTPUT_SIZE = re.compile(r"Video: rawvideo[^\n]*?, (\d+)x(\d+)")
+
+
+def decode_frames(path: str | os.PathLike, max_frames: int) -> np.ndarray:
+    """The first ``max_frames`` frames of ``path`` as uint8 RGB (T, H, W, 3) at the video's own
+    size: every decoded frame once (no frame-rate conversion), no crop, no scaling (the FVD
+    reference's input, ``cvg score``). Fewer frames when the video is shorter. Raises
+    ``DecodeError`` with the reason for unreadable files, files without a video stream and
+    decode errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise DecodeError("file not found")
+    if path.stat().st_size == 0:
+        raise DecodeError("zero-length file")
+    args = [ffmpeg_executable(), "-nostdin", "-nostats", "-loglevel", "level+info", "-i", str(path), "-map", "0:v:0", "-an",
+            "-frames:v", str(max_frames), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    data, stderr, returncode = _run_to_memory(args)
+    reason = DecodeLog.parse(stderr).failure(returncode)
+    if reason:
+        raise DecodeError(reason)
+    size = _OUTPUT_SIZE.search(stderr.decode("utf-8", "replace").split("Output #0", 1)[-1])
+    if size is None:
+        raise DecodeError("ffmpeg did not state the decoded frame size")
+    width, height = int(size.group(1)), int(size.group(2))
+    n = len(data) // (width * height * 3)
+    if n == 0:
+        raise DecodeError("no video frames decoded")
+    return np.frombuffer(data, np.uint8, count=n * width * height * 3).reshape(n, height, width, 3)
+
+
 def encode_video(
     frames: np.ndarray,
     path: str | os.PathLike,
