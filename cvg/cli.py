@@ -249,6 +249,31 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from cvg.devices import device_type
+    from cvg.generate import generate, load_cascade
+
+    device = device_type(args.device)
+    cascade = load_cascade(args.config, args.model, args.levels, device)
+    records = generate(cascade, args.out, n=args.n, seed=args.seed, classes=args.classes, frames=args.frames, sigma=args.sigma,
+                       fps=args.fps, grid=args.grid, device=device)
+    first = records[0]
+    print(f"{args.out}: {len(records)} videos of {first['frames']} frames at {first['size'][0]}x{first['size'][1]}, "
+          f"{first['fps']:g} fps (levels 1..{first['levels']}, sigma {args.sigma:g}); samples.json lists their seeds and classes")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cvg.devices import device_type
+    from cvg.generate import export, from_results
+
+    cascade = from_results(args.config, levels=args.levels, device=device_type(args.device))
+    path = export(cascade, args.out)
+    print(f"{path}: {len(cascade.generators)} levels of {cascade.config.name!r}, {cascade.n_classes} classes, "
+          f"{path.stat().st_size / 2**20:.1f} MiB (sha256 of the content inside, checked at load)")
+    return 0
+
+
 def _options() -> dict[str, argparse.ArgumentParser]:
     """Options several subcommands share, each declared once (argparse parents)."""
     config = argparse.ArgumentParser(add_help=False)
@@ -369,6 +394,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="folder for cached real-data I3D outputs")
     p.set_defaults(func=cmd_per_class)
 
+    p = sub.add_parser("generate", parents=[opt["device"]], help="MP4s from a trained cascade (an experiment's results or an exported file)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="an experiment whose levels are trained under results/ (e.g. config/demo.yaml)")
+    source.add_argument("--model", help="a file written by `cvg export`")
+    p.add_argument("--out", required=True, help="folder for sample_0000.mp4 ... and samples.json")
+    p.add_argument("--n", type=int, default=8, help="videos (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="sample i is drawn from seed + i")
+    p.add_argument("--class", dest="classes", nargs="+", help="class names or indices, used in turn (default: drawn per sample)")
+    p.add_argument("--frames", type=int, help="frames of each video at the last level (default: the sampling stage's length); "
+                                              "level 1 and the upsampling levels are unrolled to reach it")
+    p.add_argument("--sigma", type=float, default=1.0, help="noise scale (the paper: 0.5 for figures, 1 for metrics)")
+    p.add_argument("--levels", type=int, help="stop after level K (default: every level)")
+    p.add_argument("--fps", type=float, help="frame rate of the MP4s (default: the last level's, from data.fps and its stride)")
+    p.add_argument("--grid", action="store_true", help="also grid.mp4: every sample's levels stacked")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", parents=[opt["config"], opt["device"]],
+                       help="one file holding a trained cascade: generators, BN statistics, classes, config, fingerprints")
+    p.add_argument("--out", required=True, help="the file, e.g. demo.cvg")
+    p.add_argument("--levels", type=int, help="only levels 1..K (default: every level)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("score", parents=[opt["device"]], help="FVD / FID / IS of any videos against real ones, under the reference FVD protocol",
                        description="FVD, FID and IS of FAKE against REAL under the reference FVD protocol (cvg/metrics/score.py). "
                                    "REAL and FAKE: a folder (searched recursively for .mp4 .avi .mov .mkv .webm .gif), a glob, "
@@ -430,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvg.data.shards import ShardError
     from cvg.data.sources import DatasetError
     from cvg.fingerprint import StaleError
+    from cvg.generate import GenerateError
     from cvg.metrics.score import ScoreError
     from cvg.plan import DoesNotFit
     from cvg.train.loop import Interrupted
@@ -439,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"cvg: {exc}", file=sys.stderr)
         return exc.exit_status
-    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError, DoesNotFit, ScoreError) as exc:
+    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError, DoesNotFit, ScoreError, GenerateError) as exc:
         print(f"cvg: error: {exc}", file=sys.stderr)
         return 2
 

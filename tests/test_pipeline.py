@@ -2,6 +2,7 @@
 level after a config change, and the same DAG through the SLURM executor."""
 
 import copy
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import h5py
 import pytest
@@ -17,6 +19,7 @@ import yaml
 from cvg.checkpoint import load_checkpoint
 from cvg.data.demo import DemoSpec, render_dataset
 from cvg.data.shards import ShardError, open_shard
+from cvg.video_io import decode_frames
 from tests.conftest import REPO, tiny_raw_config
 from tests.test_workflow import snakemake
 
@@ -189,3 +192,56 @@ def test_a_training_job_of_the_slurm_executor_saves_its_step_when_cancelled_or_o
     said = (tmp_path / f"results/{name}/logs/train/level1.log").read_text()
     assert saved >= 3 and f"stopped by SIGTERM after step {saved}" in said, said[-3000:]
     assert not (tmp_path / f"results/{name}/train/level1.pt").exists()
+
+
+def cvg(*args: str, cwd, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(Path(sys.executable).parent / "cvg"), *args], capture_output=True, text=True, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cvg {args[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_generate_and_export_give_the_same_mp4s_from_the_results_and_from_one_file(videos, tmp_path):
+    raw = tiny_experiment(videos)
+    cfg = write(tmp_path / "tiny.yaml", raw)
+    snakemake(tmp_path, "results/tiny/train/level2.pt", "--configfile", cfg)
+
+    # 3 videos of 16 frames (level 1 unrolled to 8 frames, level 2 doubles them) of a chosen class, from the results
+    out = cvg("generate", "--config", cfg, "--out", "s1", "--n", "3", "--frames", "16", "--class", "1", "--device", "cpu", cwd=tmp_path)
+    records = json.loads((tmp_path / "s1" / "samples.json").read_text())["samples"]
+    assert [r["file"] for r in records] == ["sample_0000.mp4", "sample_0001.mp4", "sample_0002.mp4"], out.stdout
+    assert all(r["frames"] == 16 and r["label"] == 1 and r["levels"] == 2 and r["size"] == [32, 32] for r in records)
+    decoded = decode_frames(tmp_path / "s1" / "sample_0000.mp4", 100)
+    assert decoded.shape == (16, 32, 32, 3)
+
+    # exported, then sampled in an empty folder elsewhere: the same files, bit for bit
+    cvg("export", "--config", cfg, "--out", "tiny.cvg", "--device", "cpu", cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(tmp_path / "tiny.cvg", elsewhere / "tiny.cvg")
+    cvg("generate", "--model", "tiny.cvg", "--out", "s2", "--n", "3", "--frames", "16", "--class", "1", "--device", "cpu", cwd=elsewhere)
+    for name in ("sample_0000.mp4", "sample_0001.mp4", "sample_0002.mp4"):
+        assert (tmp_path / "s1" / name).read_bytes() == (elsewhere / "s2" / name).read_bytes(), name
+    assert json.loads((elsewhere / "s2" / "samples.json").read_text())["samples"] == records
+    one = cvg("generate", "--model", "tiny.cvg", "--out", "s3", "--n", "1", "--seed", "2", "--frames", "16", "--class", "1",
+              "--levels", "2", "--device", "cpu", cwd=elsewhere)  # sample 2 alone: its own seed, whatever --n
+    assert (elsewhere / "s3" / "sample_0000.mp4").read_bytes() == (tmp_path / "s1" / "sample_0002.mp4").read_bytes(), one.stdout
+
+    cvg("generate", "--config", cfg, "--out", "d1", "--n", "1", "--device", "cpu", cwd=tmp_path)  # the sampling stage's length:
+    cvg("generate", "--model", "tiny.cvg", "--out", "d2", "--n", "1", "--device", "cpu", cwd=elsewhere)  # the exported statistics
+    assert (tmp_path / "d1" / "sample_0000.mp4").read_bytes() == (elsewhere / "d2" / "sample_0000.mp4").read_bytes()
+
+    # refused with a message naming the file or what to do
+    data = bytearray((elsewhere / "tiny.cvg").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (elsewhere / "bad.cvg").write_bytes(bytes(data))
+    bad = cvg("generate", "--model", "bad.cvg", "--out", "s4", cwd=elsewhere, check=False)
+    assert bad.returncode == 2 and "bad.cvg" in bad.stderr, bad.stderr[-2000:]
+    odd = cvg("generate", "--model", "tiny.cvg", "--out", "s5", "--frames", "15", cwd=elsewhere, check=False)
+    assert odd.returncode == 2 and "ask for a multiple of 2" in odd.stderr
+    named = cvg("generate", "--model", "tiny.cvg", "--out", "s6", "--class", "no-such-class", cwd=elsewhere, check=False)
+    assert named.returncode == 2 and "not a class of this model" in named.stderr
+    changed = copy.deepcopy(raw)
+    changed["train"]["levels"] = [{}, {"lr_g": 2e-4}]
+    untrained = cvg("generate", "--config", write(tmp_path / "tiny2.yaml", changed), "--out", "s7", cwd=tmp_path, check=False)
+    assert untrained.returncode == 2 and "snakemake -c2 results/tiny/train/level2.pt" in untrained.stderr, untrained.stderr[-2000:]
