@@ -21,6 +21,8 @@ from typing import Iterator
 
 import pandas as pd
 
+from cvg.errors import CvgError
+
 # what libraries put in their own messages when the OS refused a write
 _OS_HINTS = {
     errno.ENOSPC: re.compile(r"no space left|errno = 28|error code: 28|ENOSPC|disk full", re.I),
@@ -30,7 +32,7 @@ _OS_HINTS = {
 }
 
 
-class WriteError(OSError):
+class WriteError(OSError, CvgError):
     """A file could not be written: ``errno`` is the OS's reason, the message names the file and
     says the reason once (``WriteError(errno, message)``; ``str`` is the message alone)."""
 

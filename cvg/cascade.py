@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from cvg.config import Config
+from cvg.errors import InputError
 from cvg.fingerprint import Fingerprints
 from cvg.models.generators import UpsamplingGenerator
 from cvg.models.layers import recompute_frame_stats, set_norm_eval_stats, set_time_offset
@@ -97,7 +98,7 @@ class CascadeSampler:
         gen = torch.Generator().manual_seed(seed)
         lengths = self.lengths(level1_frames)
         if len(given) > len(self.generators):
-            raise ValueError(f"{len(given)} levels of BN statistics given for a cascade of {len(self.generators)} levels")
+            raise InputError(f"{len(given)} levels of BN statistics given for a cascade of {len(self.generators)} levels")
         records = []
         for i, g in enumerate(self.generators):
             trained = self.config.level(i + 1).window_out
@@ -224,13 +225,13 @@ def load_norm_record(g: nn.Module, record: dict, level: int, settings: dict) -> 
     """Set ``g``'s buffers from ``norm_record`` output, after checking that they are this
     level's and were prepared as ``settings`` asks (else a stale file would be used)."""
     if int(record["level"]) != level:
-        raise ValueError(f"the BN statistics are level {record['level']}'s, expected level {level}'s")
+        raise InputError(f"the BN statistics are level {record['level']}'s, expected level {level}'s")
     if dict(record["settings"]) != settings:
-        raise ValueError(f"the BN statistics were prepared with {dict(record['settings'])}, the config asks {settings}: "
+        raise InputError(f"the BN statistics were prepared with {dict(record['settings'])}, the config asks {settings}: "
                          "prepare them again (cvg norms)")
     buffers, expected = record["buffers"], dict(g.named_buffers())
     if set(buffers) != set(expected):
-        raise ValueError(f"the BN statistics do not match level {level}'s generator: missing {sorted(set(expected) - set(buffers))[:3]}, "
+        raise InputError(f"the BN statistics do not match level {level}'s generator: missing {sorted(set(expected) - set(buffers))[:3]}, "
                          f"unexpected {sorted(set(buffers) - set(expected))[:3]}")
     for name, value in buffers.items():
         owner, _, attr = name.rpartition(".")

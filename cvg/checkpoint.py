@@ -24,12 +24,13 @@ import torch
 
 from cvg.atomic import atomic_path
 from cvg.config import Config
+from cvg.errors import CvgError
 from cvg.fingerprint import Fingerprints, read_stamp
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.models.presets import build_generator, get_preset
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CvgError, RuntimeError):
     """A checkpoint file that cannot be trusted: unreadable (truncated, corrupt), altered after it
     was written (its content digest does not match), or not a cvg checkpoint."""
 
@@ -87,7 +88,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+        raise CheckpointError(f"checkpoint not found: {path}") from None
     except pickle.UnpicklingError as exc:
         refused = _foreign(exc)
         if refused is not None:

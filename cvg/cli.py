@@ -106,12 +106,13 @@ def cmd_plan(args) -> int:
     import json
 
     from cvg.atomic import write_text
+    from cvg.errors import InputError
     from cvg.plan import format_plan, plan
 
     config = _config(args.config)
     gpu = args.gpu_mem or config.slurm(1).gpu_mem_gb
     if gpu is None:
-        raise SystemExit(f"cvg plan: {args.config} names no GPU memory (slurm.defaults.gpu_mem_gb): pass --gpu-mem, e.g. --gpu-mem 32")
+        raise InputError(f"{args.config} names no GPU memory (slurm.defaults.gpu_mem_gb): pass --gpu-mem, e.g. --gpu-mem 32")
     plans = plan(config, float(gpu), args.precision, args.levels, tuple(args.micro_batches))
     print(format_plan(config, plans, float(gpu)))
     if args.modules:
@@ -138,10 +139,7 @@ def cmd_sample(args) -> int:
     from cvg.sample import sample_stage
 
     cfg = _config(args.config)
-    try:
-        out, n = sample_stage(cfg, args.checkpoints, args.variant, args.out, args.index, args.n, args.norms, device_type(args.device), args.grid or ())
-    except (ValueError, FileNotFoundError) as exc:  # an unknown variant, too few checkpoints, stale statistics, no held-out split
-        raise SystemExit(f"cvg sample: {exc}") from None
+    out, n = sample_stage(cfg, args.checkpoints, args.variant, args.out, args.index, args.n, args.norms, device_type(args.device), args.grid or ())
     print(f"{out}: {n} samples ({args.variant})" + "".join(f"; grid {g}" for g in args.grid or ()))
     return 0
 
@@ -151,10 +149,7 @@ def cmd_norms(args) -> int:
     from cvg.sample import norms_stage
 
     cfg = _config(args.config)
-    try:
-        record = norms_stage(cfg, args.checkpoints, args.prev or [], args.out, device_type(args.device))
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"cvg norms: {exc}") from None
+    record = norms_stage(cfg, args.checkpoints, args.prev or [], args.out, device_type(args.device))
     settings = record["settings"]
     print(f"{args.out}: level {len(args.checkpoints)}'s BN statistics ({settings['mode']}, {settings['passes']} passes)")
     return 0
@@ -181,10 +176,7 @@ def cmd_per_class(args) -> int:
 
     cfg = _config(args.config)
     device = device_type(args.device)
-    try:
-        sampler = prepared_sampler(cfg, args.checkpoints, "cascade", device, args.norms)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"cvg per-class: {exc}") from None
+    sampler = prepared_sampler(cfg, args.checkpoints, "cascade", device, args.norms)
     per_class_scores(cfg, sampler, args.index, args.out, args.cache, args.markdown, device)
     print(Path(args.markdown).read_text() if args.markdown else Path(args.out).read_text())
     return 0
@@ -471,15 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before any import of torch: `--help` and usage errors answer at once
 
-    from cvg.atomic import WriteError
-    from cvg.checkpoint import CheckpointError
-    from cvg.config import ConfigError
-    from cvg.data.shards import ShardError
-    from cvg.data.sources import DatasetError
-    from cvg.fingerprint import StaleError
-    from cvg.generate import GenerateError
-    from cvg.metrics.score import ScoreError
-    from cvg.plan import DoesNotFit
+    from cvg.errors import CvgError
     from cvg.train.loop import Interrupted
 
     try:
@@ -487,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"cvg: {exc}", file=sys.stderr)
         return exc.exit_status
-    except (ConfigError, DatasetError, KeyError, StaleError, ShardError, CheckpointError, WriteError, DoesNotFit, ScoreError, GenerateError) as exc:
+    except CvgError as exc:  # cvg's own errors name the file or key and what to do; anything else is a bug: its traceback shows
         print(f"cvg: error: {exc}", file=sys.stderr)
         return 2
 

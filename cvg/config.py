@@ -20,9 +20,10 @@ import jsonschema
 import yaml
 
 from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES, as_lengths
+from cvg.errors import CvgError
 
 
-class ConfigError(ValueError):
+class ConfigError(CvgError, ValueError):
     """A configuration that does not match the schema or is internally inconsistent."""
 
 

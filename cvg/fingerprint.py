@@ -28,6 +28,7 @@ from pathlib import Path
 from cvg.atomic import write_text
 from cvg.config import TRAIN_DEFAULTS, Config
 from cvg.content import content_listing
+from cvg.errors import CvgError
 from cvg.models.presets import get_preset
 from cvg.variants import Variant, variant_names
 
@@ -278,7 +279,7 @@ class Fingerprints:
                              f"{describe_difference(stamp.settings, expected.settings)}; remake it (rerun the pipeline)")
 
 
-class StaleError(ValueError):
+class StaleError(CvgError, ValueError):
     """Stored state of another fingerprint than the config's: the message says which settings differ."""
 
 

@@ -24,6 +24,7 @@ from cvg.atomic import write_json
 from cvg.cascade import CascadeSampler, level_grid, n_classes_of, to_uint8_frames
 from cvg.checkpoint import CheckpointError, load_checkpoint, load_generator, save_atomic
 from cvg.config import Config, ConfigError, build_config
+from cvg.errors import CvgError
 from cvg.experiment import load_experiment
 from cvg.fingerprint import Fingerprints, from_stamp, read_stamp
 from cvg.models.layers import skipped_orthogonal_init
@@ -35,7 +36,7 @@ FORMAT = "cvg-cascade"
 FORMAT_VERSION = 1
 
 
-class GenerateError(ValueError):
+class GenerateError(CvgError, ValueError):
     """A cascade that cannot be loaded or asked for what it cannot give; the message says what to do."""
 
 

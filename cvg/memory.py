@@ -23,7 +23,6 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-
 GIB = 2**30
 # what CUDA holds beyond the tensors themselves, as a share of the counted peak: block rounding and
 # cuDNN workspaces (docs/memory.md, "Calibration")

@@ -24,6 +24,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 from cvg.config import Config, build_config
+from cvg.errors import CvgError
 from cvg.experiment import processes
 from cvg.memory import CUDA_MARGIN, GIB, StorageAccount, serials
 from cvg.models.layers import skipped_orthogonal_init
@@ -290,7 +291,7 @@ def format_plan(config: Config, plans: list[LevelPlan], gpu_gib: float) -> str:
     return "\n".join(lines)
 
 
-class DoesNotFit(RuntimeError):
+class DoesNotFit(CvgError, RuntimeError):
     """A level's training step would not fit the GPU's memory."""
 
 

@@ -15,13 +15,14 @@ from cvg.atomic import atomic_path, ensure_free
 from cvg.cascade import CascadeSampler, level_grid, n_classes_of, to_uint8_frames
 from cvg.checkpoint import check_stamp, checkpoint_stamp_of, load_checkpoint, load_generator, save_atomic
 from cvg.config import Config
-from cvg.fingerprint import Fingerprints, Stamp, from_stamp
-from cvg.models.presets import build_generator, get_preset
 from cvg.data.real import real_level1
+from cvg.errors import InputError
+from cvg.fingerprint import Fingerprints, Stamp, from_stamp
+from cvg.layout import LABEL, level_key
+from cvg.models.presets import build_generator, get_preset
 from cvg.pyramid import naive_upsample, to_unit_range
 from cvg.variants import Variant
 from cvg.video_io import encode_video
-from cvg.layout import LABEL, level_key
 
 
 def norm_settings(config: Config, variant: str = "cascade") -> tuple:
@@ -49,7 +50,7 @@ def prepare_with_records(config: Config, sampler: CascadeSampler, variant: str =
     except ValueError as exc:
         if not norms:
             raise
-        raise ValueError(f"{', '.join(map(str, norms))}: {exc}") from None
+        raise InputError(f"{', '.join(map(str, norms))}: {exc}") from None
 
 
 def build_sampler(config: Config, checkpoints: list[str], variant: str, device="cpu") -> CascadeSampler:
@@ -61,7 +62,7 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
     spec = Variant.parse(variant, len(config.levels))
     trained = spec.trained
     if len(checkpoints) < trained:
-        raise ValueError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
+        raise InputError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
     fps = cascade_fingerprints(config, checkpoints[0])
     if not spec.fresh:
         sampler = CascadeSampler(config, [load_generator(config, path, device, fps) for path in checkpoints[:trained]], device)
@@ -151,9 +152,9 @@ def sample_stage(config: Config, checkpoints: list[str], variant: str, out: str 
     level1 = None
     if spec.on_real:
         if not index:
-            raise ValueError(f"--variant {variant} needs --index (results/NAME/data/index.csv)")
+            raise InputError(f"--variant {variant} needs --index (results/NAME/data/index.csv)")
         if not config.metrics.heldout_split:
-            raise ValueError(f"--variant {variant} reads held-out real clips, but metrics.heldout_split is null")
+            raise InputError(f"--variant {variant} reads held-out real clips, but metrics.heldout_split is null")
         level1 = real_level1(config, index, config.metrics.heldout_split, n or s.n_samples)
     stamp = sampler.fingerprints.stamp(f"sample:{variant}")
     n = len(level1[0]) if level1 is not None else n or s.n_samples
@@ -171,7 +172,7 @@ def norms_stage(config: Config, checkpoints: list[str], prev: list[str], out: st
     """``cvg norms``: the BN statistics of the last of ``checkpoints``'s levels (those of the levels
     below from ``prev``, one ``cvg norms`` file each), stamped ``norms{K}``; returns the record."""
     if len(prev) != len(checkpoints) - 1:
-        raise ValueError(f"--prev needs the statistics of levels 1..{len(checkpoints) - 1} "
+        raise InputError(f"--prev needs the statistics of levels 1..{len(checkpoints) - 1} "
                          f"(one file per level below the last checkpoint), got {len(prev)}")
     fps = cascade_fingerprints(config, checkpoints[0])
     sampler = CascadeSampler(config, [load_generator(config, p, device, fps) for p in checkpoints], device)

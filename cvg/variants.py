@@ -22,6 +22,8 @@ import itertools
 import re
 from dataclasses import dataclass
 
+from cvg.errors import InputError
+
 BASE_VARIANTS = ("cascade", "untrained", "bilinear")
 WINDOWS = "cascade_windows"
 ON_REAL = "_on_real"
@@ -67,7 +69,7 @@ class Variant:
     def parse(cls, name: str, n_levels: int) -> "Variant":
         """The variant called ``name`` in an ``n_levels`` cascade (a clear error for any other name)."""
         if name not in variant_names(n_levels):
-            raise ValueError(f"unknown sample variant {name!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
+            raise InputError(f"unknown sample variant {name!r} for a {n_levels}-level cascade; variants: {', '.join(variant_names(n_levels))}")
         base = name.removesuffix(ON_REAL)
         partial = PARTIAL.fullmatch(base)
         trained = n_levels if base in ("cascade", WINDOWS) else int(partial.group(1)) if partial else 1

@@ -22,6 +22,7 @@ import ffmpeg
 import numpy as np
 
 from cvg.atomic import atomic_path
+from cvg.errors import ToolMissing
 
 
 class DecodeError(RuntimeError):
@@ -33,7 +34,7 @@ def ffmpeg_executable() -> str:
     explicit = os.environ.get("CVG_FFMPEG")
     if explicit:
         if not (Path(explicit).is_file() or shutil.which(explicit)):
-            raise FileNotFoundError(f"$CVG_FFMPEG={explicit!r} is not an executable")
+            raise ToolMissing(f"$CVG_FFMPEG={explicit!r} is not an executable")
         return explicit
     system = shutil.which("ffmpeg")
     if system:
@@ -41,7 +42,7 @@ def ffmpeg_executable() -> str:
     try:
         import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise FileNotFoundError("no ffmpeg found: install ffmpeg or `pip install imageio-ffmpeg`") from exc
+        raise ToolMissing("no ffmpeg found: install ffmpeg or `pip install imageio-ffmpeg`") from exc
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

@@ -159,3 +159,15 @@ def test_a_stop_sent_to_snakemake_alone_saves_the_running_training_step(videos, 
     assert 3 <= saved < 100_000 and not (tmp_path / "results/tiny/train/level1.pt").exists()
     said = (tmp_path / "results/tiny/logs/train/level1.log").read_text()
     assert f"stopped by {signal.Signals(sig).name} after step {saved}" in said, said[-2000:] + output[-2000:]
+
+
+def test_the_cli_says_cvg_errors_in_one_line_and_lets_bugs_show_their_traceback(tmp_path, capsys, monkeypatch):
+    from cvg import cli
+
+    assert cli.main(["config", "validate", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"cvg: error: config file {tmp_path / 'missing.yaml'} does not exist"
+    assert cli.main(["generate", "--model", str(tmp_path / "missing.cvg"), "--out", str(tmp_path / "s")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "cmd_config_validate", lambda args: {}["mistyped key"])  # a bug, not a user error
+    with pytest.raises(KeyError, match="mistyped key"):
+        cli.main(["config", "validate", str(tmp_path / "missing.yaml")])

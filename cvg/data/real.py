@@ -11,6 +11,7 @@ import pandas as pd
 
 from cvg.config import Config
 from cvg.data.shards import open_shard, read_clip, read_index
+from cvg.errors import InputError
 from cvg.layout import level_key
 
 
@@ -35,7 +36,7 @@ def split_rows(config: Config, index_path: str | os.PathLike, split: str, n: int
     index = read_index(index_path)
     rows = index[index["split"] == split]
     if rows.empty:
-        raise ValueError(f"{index_path}: no clips in split {split!r} for the metrics")
+        raise InputError(f"{index_path}: no clips in split {split!r} for the metrics")
     return choose_clips(rows, n, config.metrics.seed)
 
 

@@ -27,16 +27,17 @@ from tqdm import tqdm
 from cvg.atomic import atomic_path, ensure_free, write_csv
 from cvg.config import Config
 from cvg.data.sources import list_videos
+from cvg.errors import CvgError
 from cvg.fingerprint import Stamp, fingerprints, from_stamp, read_stamp, read_stamp_file, write_stamp_file
+from cvg.layout import LABEL, level_key
 from cvg.pyramid import build_pyramid
 from cvg.video_io import DecodeError, decode_video
-from cvg.layout import LABEL, level_key
 
 FAILURE_COLUMNS = ["path", "split", "video_id", "reason"]
 PYRAMID_OPERATOR = "x^l = f_s(f_t(x^{l+1})); f_t keeps every k-th frame; f_s bilinear antialiased (torch)"
 
 
-class ShardError(RuntimeError):
+class ShardError(CvgError, RuntimeError):
     """A shard that cannot be opened or fails its checksums; the message names it and how to rebuild it."""
 
 

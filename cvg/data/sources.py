@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvg.config import Config
-
+from cvg.errors import CvgError
 
 EMPTY_CLASS = "class folder with no videos"
 
 
-class DatasetError(RuntimeError):
+class DatasetError(CvgError, RuntimeError):
     """The dataset is absent or malformed as a whole (as opposed to one bad video)."""
 
 

@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 
 from cvg.config import Config
 from cvg.data.shards import open_shard, read_clip, read_index
+from cvg.layout import level_key
 from cvg.pyramid import to_unit_range, window_bounds, window_starts
 from cvg.seeding import keyed_generator
-from cvg.layout import level_key
 
 
 class PyramidWindows(Dataset):

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cvg.clips import MIN_FRAMES
+from cvg.errors import ToolMissing
 
 INCEPTION_BLOCKS = {  # name: (out channels of the 6 branch convs), in order
     "Mixed_3b": (64, 96, 128, 16, 32, 32),
@@ -40,7 +41,7 @@ INCEPTION_BLOCKS = {  # name: (out channels of the 6 branch convs), in order
 }
 
 
-class WeightsNotFound(FileNotFoundError):
+class WeightsNotFound(ToolMissing):
     pass
 
 

@@ -16,15 +16,16 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from cvg.config import Config, PerClassSpec, SampleSpec
 from cvg.atomic import write_csv, write_text
+from cvg.config import Config, PerClassSpec, SampleSpec
+from cvg.data.real import choose_clips, real_batches
 from cvg.data.shards import index_fingerprints, read_index
+from cvg.errors import InputError
 from cvg.fingerprint import write_stamp_file
 from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.frechet import frechet_from_samples, inception_score
 from cvg.metrics.i3d import K400
 from cvg.metrics.protocol import RESIZE
-from cvg.data.real import choose_clips, real_batches
 from cvg.metrics.run import cache_key, eval_lengths, i3d_of, load_judges, networks, real_cache
 from cvg.tables import markdown_table
 
@@ -52,7 +53,7 @@ def class_groups(index: pd.DataFrame, groups: dict[str, list[str]], index_path) 
     names = index.drop_duplicates("label").set_index("label_name")["label"] if "label_name" in index else pd.Series(dtype=int)
     names = names[names.index != ""]
     if names.empty or (index["label"] < 0).all():
-        raise ValueError(f"{index_path}: the dataset has no class labels; per-class scores need a class-conditional dataset")
+        raise InputError(f"{index_path}: the dataset has no class labels; per-class scores need a class-conditional dataset")
     if not groups:
         return [("all", name, int(label)) for name, label in names.sort_values().items()]
     out = []
@@ -60,7 +61,7 @@ def class_groups(index: pd.DataFrame, groups: dict[str, list[str]], index_path) 
         for name in classes:
             if name not in names.index:
                 known = ", ".join(sorted(names.index)[:12])
-                raise ValueError(f"metrics.per_class.groups.{group}: class {name!r} is not in {index_path} (classes: {known}, ...)")
+                raise InputError(f"metrics.per_class.groups.{group}: class {name!r} is not in {index_path} (classes: {known}, ...)")
             out.append((group, name, int(names[name])))
     return out
 
@@ -74,7 +75,7 @@ def _generated_batches(sampler, label: int, n: int, batch: int, frames: int, sam
         videos, _ = sampler.sample(k, sample_cfg.sigma, level1_frames, sample_cfg.chunk, labels=labels, uint8_top=True, generator=gen)
         top = videos[-1]
         if top.shape[2] < frames:
-            raise ValueError(f"the cascade makes {top.shape[2]} frames, metrics.per_class.frames asks for {frames}")
+            raise InputError(f"the cascade makes {top.shape[2]} frames, metrics.per_class.frames asks for {frames}")
         yield top[:, :, :frames].permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
@@ -85,12 +86,12 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     table (and, with ``markdown``, the table with group means and the paper's numbers)."""
 
     if not sampler.n_classes:
-        raise ValueError("per-class scores need a class-conditional cascade (its level 1 has no class embedding)")
+        raise InputError("per-class scores need a class-conditional cascade (its level 1 has no class embedding)")
     m, s = config.metrics, config.sample
     pc = per_class_settings(config)
     frames, n = pc.frames, pc.n_samples
     if n < m.is_splits:
-        raise ValueError(f"metrics.per_class.n_samples ({n}) must be at least metrics.is_splits ({m.is_splits})")
+        raise InputError(f"metrics.per_class.n_samples ({n}) must be at least metrics.is_splits ({m.is_splits})")
     index = read_index(index_path)
     fps = index_fingerprints(config, index_path)
     classes = class_groups(index, pc.groups, index_path)
@@ -114,7 +115,7 @@ def per_class_scores(config: Config, sampler, index_path: str | os.PathLike, out
     for group, name, label in classes:
         ref = class_outputs(m.real_split, label, name)
         if ref is None:
-            raise ValueError(f"{index_path}: class {name!r} has fewer than 2 clips in split {m.real_split!r}; per-class FID needs 2 or more")
+            raise InputError(f"{index_path}: class {name!r} has fewer than 2 clips in split {m.real_split!r}; per-class FID needs 2 or more")
         ref_l, ref_f = ref
         # the class's held-out clips against its reference: how far its own real clips score
         held = class_outputs(m.heldout_split, label, name) if m.heldout_split else None

@@ -13,21 +13,21 @@ import numpy as np
 import pandas as pd
 
 from cvg.atomic import atomic_path, write_csv, write_text
+from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES
 from cvg.config import Config
 from cvg.data.real import in_batches, real_batches, split_rows
 from cvg.data.shards import index_fingerprints, read_index
 from cvg.fingerprint import Fingerprints, read_stamp, write_stamp_file
+from cvg.layout import LABEL, level_key
 from cvg.metrics import i3d
 from cvg.metrics.classifier import cached_classifier, classifier_scores, predict, train_classifier
 from cvg.metrics.extract import i3d_outputs
+from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
 from cvg.metrics.i3d import K400, network_name
 from cvg.metrics.protocol import RESIZE
 from cvg.metrics.psd import psd_table
 from cvg.tables import markdown_table
 from cvg.variants import WINDOWS, paired_comparisons
-from cvg.clips import MIN_FRAMES, SHORT_CLIP_FRAMES
-from cvg.metrics.frechet import frechet_from_samples, inception_score, paired_bootstrap
-from cvg.layout import LABEL, level_key
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]
 PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]

@@ -38,8 +38,9 @@ import torch
 import cvg
 from cvg.atomic import atomic_path
 from cvg.content import DigestCache, cache_dir
-from cvg.metrics.frechet import frechet_from_samples, inception_score
+from cvg.errors import CvgError
 from cvg.metrics.extract import i3d_outputs
+from cvg.metrics.frechet import frechet_from_samples, inception_score
 from cvg.metrics.i3d import load_i3d, network_name, weights_path
 from cvg.metrics.protocol import I3D_SIZE
 from cvg.video_io import DecodeError, decode_frames, ffmpeg_executable
@@ -50,7 +51,7 @@ LIST_SUFFIXES = (".txt", ".lst", ".list")
 CACHE_VERSION = 1
 
 
-class ScoreError(ValueError):
+class ScoreError(CvgError, ValueError):
     """A side that cannot be scored as a whole (no video, fewer than 2 usable clips, a malformed
     array file); the message names it."""
 

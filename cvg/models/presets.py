@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from cvg.config import LevelSpec
+from cvg.errors import InputError
 from cvg.models.discriminators import MatchingDiscriminator, SpatialDiscriminator, TemporalDiscriminator
 from cvg.models.generators import Level1Generator, UpsamplingGenerator
 
@@ -124,7 +125,7 @@ PRESETS: dict[str, ModelPreset] = {
 
 def get_preset(name: str, width: float = 1.0) -> ModelPreset:
     if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise InputError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
     preset = PRESETS[name]
     return preset.scaled(width) if width != 1.0 else preset
 

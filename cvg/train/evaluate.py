@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvg.config import Config
-from cvg.fingerprint import Fingerprints
+from cvg.cascade import CascadeSampler, unroll
 from cvg.clips import SHORT_CLIP_FRAMES
+from cvg.config import Config
+from cvg.data.real import real_batches
+from cvg.fingerprint import Fingerprints
 from cvg.metrics import i3d
 from cvg.metrics.extract import i3d_outputs
 from cvg.metrics.frechet import frechet_from_samples
-from cvg.data.real import real_batches
 from cvg.metrics.run import cache_key, i3d_of
 from cvg.models.layers import set_norm_eval_stats
 from cvg.pyramid import naive_upsample, quantize
-from cvg.cascade import CascadeSampler, unroll
 
 
 @dataclass

@@ -31,23 +31,24 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from cvg.cascade import CascadeSampler, level_grid
 from cvg.checkpoint import CheckpointError, check_stamp, load_checkpoint, load_generator, save_atomic
 from cvg.config import Config
 from cvg.data.shards import index_fingerprints
 from cvg.data.windows import PyramidWindows
+from cvg.devices import device_type
+from cvg.errors import CvgError, InputError
 from cvg.fingerprint import Fingerprints, StaleError
 from cvg.models.layers import skipped_orthogonal_init
 from cvg.plan import preflight
-from cvg.cascade import CascadeSampler, level_grid
-from cvg.video_io import encode_video
 from cvg.pyramid import crop_windows, window_starts
 from cvg.seeding import keyed_generator
 from cvg.train.evaluate import LevelEvaluator, Selection
 from cvg.train.level import Level, take_rows
-from cvg.devices import device_type
+from cvg.video_io import encode_video
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(CvgError, FloatingPointError):
     pass
 
 
@@ -257,7 +258,7 @@ def training_logs(checkpoints: list[str | os.PathLike]) -> pd.DataFrame:
     for path in map(Path, checkpoints):
         log = path.with_suffix(".work") / "log.csv"
         if not log.is_file():
-            raise FileNotFoundError(f"training log not found: {log} (the work folder of {path})")
+            raise InputError(f"training log not found: {log} (the work folder of {path})")
         logs.append(pd.read_csv(log).assign(level=int(path.stem.removeprefix("level"))))
     return pd.concat(logs, ignore_index=True)
 
