@@ -70,9 +70,9 @@ def is_inert_refiner(g: nn.Module) -> bool:
 
 
 class CascadeSampler:
-    def __init__(self, config: Config, generators: list[nn.Module], device="cpu"):
+    def __init__(self, config: Config, generators: list[nn.Module], device="cpu", fingerprints: Fingerprints | None = None):
         self.config, self.device = config, torch.device(device)
-        self.fingerprints: Fingerprints | None = None  # set by build_sampler: stamps of what it writes and reads
+        self.fingerprints = fingerprints  # the stamps of what it writes and reads (the sampling stage's)
         self.generators = [g.to(device).eval().requires_grad_(False) for g in generators]  # frozen: never trained here
         self.n_classes = n_classes_of(generators[0])
 

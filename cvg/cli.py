@@ -1,9 +1,9 @@
 """The ``cvg`` command. Every stage of the Snakemake DAG is one subcommand, so a rule's shell
 line stays one call and every stage can also be run by hand.
 
-Each subcommand imports its stage when it runs, after the arguments are parsed: ``cvg --help``
-and a mistyped option answer in 0.03 s instead of the 2 s that importing torch takes (2 CPU
-cores, 2026-12-06). Everywhere else in the package imports sit at the top of the module."""
+Each subcommand imports its stage when it runs, after the arguments are parsed, so ``cvg --help``
+and a mistyped option answer at once instead of after importing torch (seconds). Everywhere else
+in the package imports sit at the top of the module."""
 
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ from cvg.variants import Variant
 from cvg.video_io import encode_video
 
 
+UNTRAINED_SEED = 12345  # the initialisation of the ``untrained`` variant's upsampling levels
+
+
 def norm_settings(config: Config, variant: str = "cascade") -> tuple:
     """(mode, passes, level1_frames, batch, seed) of ``prepare_norms`` for sampling ``variant`` as
     ``sample`` asks: untrained levels always recompute (they have no running statistics of use)."""
@@ -65,17 +68,14 @@ def build_sampler(config: Config, checkpoints: list[str], variant: str, device="
         raise InputError(f"sample variant {variant!r} needs the checkpoints of levels 1..{trained}, got {len(checkpoints)}: {checkpoints}")
     fps = cascade_fingerprints(config, checkpoints[0])
     if not spec.fresh:
-        sampler = CascadeSampler(config, [load_generator(config, path, device, fps) for path in checkpoints[:trained]], device)
-        sampler.fingerprints = fps
-        return sampler
+        return CascadeSampler(config, [load_generator(config, path, device, fps) for path in checkpoints[:trained]], device, fps)
     first = load_generator(config, checkpoints[0], device, fps)
     n_classes = n_classes_of(first)
     preset = get_preset(config.model.preset, config.model.width)
-    torch.manual_seed(12345)
-    fresh = [build_generator(preset, config.levels, lv.index, n_classes, refine=config.model.refine) for lv in config.levels[1:]]
-    sampler = CascadeSampler(config, [first, *fresh], device)
-    sampler.fingerprints = fps
-    return sampler
+    with torch.random.fork_rng(devices=[]):  # the fresh levels' initialisation: seeded, the caller's random state untouched
+        torch.manual_seed(UNTRAINED_SEED)
+        fresh = [build_generator(preset, config.levels, lv.index, n_classes, refine=config.model.refine) for lv in config.levels[1:]]
+    return CascadeSampler(config, [first, *fresh], device, fps)
 
 
 def cascade_fingerprints(config: Config, level1_checkpoint: str | Path) -> Fingerprints:
@@ -175,8 +175,7 @@ def norms_stage(config: Config, checkpoints: list[str], prev: list[str], out: st
         raise InputError(f"--prev needs the statistics of levels 1..{len(checkpoints) - 1} "
                          f"(one file per level below the last checkpoint), got {len(prev)}")
     fps = cascade_fingerprints(config, checkpoints[0])
-    sampler = CascadeSampler(config, [load_generator(config, p, device, fps) for p in checkpoints], device)
-    sampler.fingerprints = fps
+    sampler = CascadeSampler(config, [load_generator(config, p, device, fps) for p in checkpoints], device, fps)
     record = prepare_with_records(config, sampler, norms=prev)[-1]
     save_atomic({**record, "stamp": fps.stamp(f"norms{len(checkpoints)}").to_json()}, Path(out))
     return record

@@ -28,6 +28,7 @@ from cvg.metrics.protocol import RESIZE
 from cvg.metrics.psd import psd_table
 from cvg.tables import markdown_table
 from cvg.variants import WINDOWS, paired_comparisons
+from cvg.errors import InputError
 
 COLUMNS = ["model", "level", "frames", "resolution", "metric", "value", "n_samples", "network", "protocol"]
 PAIRED_COLUMNS = ["model", "baseline", "frames", "metric", "delta", "ci_low", "ci_high", "p_better", "n_boot", "n_samples"]
@@ -78,12 +79,20 @@ def real_cache(cache_dir: str | os.PathLike, split: str, n: int, seed: int, fram
 
 
 def sample_batches(path: str | os.PathLike, level: int, frames: int, batch: int, n: int | None = None):
-    h5 = h5py.File(path, "r")
-    data = h5[level_key(level)]
-    if data.shape[1] < frames:
-        raise ValueError(f"{path}: level {level} has {data.shape[1]} frames, metrics.frames asks for {frames}")
-    n = min(n or len(data), len(data))
-    return in_batches(lambda a, b: data[a:b, :frames], n, batch), n
+    """(batches of the first ``frames`` frames of level ``level``'s samples, their number); the
+    file is open while the batches are read, and closed when they are done."""
+    with h5py.File(path, "r") as h5:
+        shape = h5[level_key(level)].shape
+    if shape[1] < frames:
+        raise InputError(f"{path}: level {level} has {shape[1]} frames, metrics.frames asks for {frames}")
+    n = min(n or shape[0], shape[0])
+
+    def batches():
+        with h5py.File(path, "r") as h5:
+            data = h5[level_key(level)]
+            yield from in_batches(lambda a, b: data[a:b, :frames], n, batch)
+
+    return batches(), n
 
 
 def cache_key(config: Config, fps: Fingerprints, split: str, n: int, frames: int, label: int | None = None) -> str:

@@ -102,9 +102,9 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 def frame_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Population mean and variance per (timestep, channel) in fp32, all-reduced across
     workers. On CUDA by ``var_mean`` (one Welford reduction): from sums of x and x², inductor
-    fused the reduction with the following ReLU's backward into a kernel that Triton 3.6
-    failed to build on an H200 (docs/gpu_runs.md). On the CPU by those sums, which run 1.5-3x
-    faster there than ``var_mean`` (and which the CPU's inductor builds)."""
+    fuses the reduction with the following ReLU's backward into a kernel that Triton has failed
+    to build (docs/gpu_runs.md). On the CPU by those sums, which are faster there than
+    ``var_mean`` (and which the CPU's inductor builds)."""
     dims, n = (0, 3, 4), float(x.shape[0] * x.shape[3] * x.shape[4])
     x = _wide(x)
     distributed = _distributed()

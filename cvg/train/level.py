@@ -69,8 +69,8 @@ def is_compile_failure(exc: BaseException) -> bool:
 
 def explain_compile_failures(update):
     """Turn a compiler crash inside a compiled update into an error that names the setting to
-    change (seen on an H200 with torch 2.11 / Triton 3.6: Triton's ``make_ttgir`` pass failed on
-    a fused FrameNorm reduction of the tiny preset), instead of a page of inductor internals."""
+    change (a Triton build failure of a fused FrameNorm reduction is on record in
+    docs/gpu_runs.md), instead of a page of inductor internals."""
 
     @functools.wraps(update)
     def wrapped(self, *args, **kwargs):
