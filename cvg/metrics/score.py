@@ -116,7 +116,6 @@ def protocol(frames: int, stride: int) -> dict:
         "weights_sha256": _weights_digest(),
         "fvd": "Frechet distance of the I3D logits, unbiased (n - 1) covariances",
         "fid": "Frechet distance of the I3D Mixed_5c features (mean-pooled), unbiased covariances",
-        "is": "Inception Score of FAKE's I3D logits (softmax), 10 splits",
     }
 
 
@@ -240,6 +239,12 @@ def side_outputs(side: Side, model, proto: dict, frames: int, stride: int, batch
     return logits, features
 
 
+def is_splits(n: int) -> int:
+    """The Inception Score's splits: the usual 10 where each gets 50 clips or more, fewer for
+    fewer clips (a split of one or two clips scores 1 whatever they show)."""
+    return min(10, max(1, n // 50))
+
+
 def bootstrap_interval(real: np.ndarray, fake: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> list[float]:
     """Percentile interval of the Fréchet distance over resamples of both sets (clips drawn with
     replacement, each side independently): how much the score depends on which clips were scored."""
@@ -267,7 +272,9 @@ def score(real: str, fake: str, frames: int = 16, stride: int = 1, device: str |
             raise ScoreError(f"{side.spec}: {len(outputs[name][0])} usable clip(s) of {frames} frames (stride {stride}); "
                              f"need 2 or more ({len(side.skipped)} skipped)")
     (real_logits, real_features), (fake_logits, fake_features) = outputs["real"], outputs["fake"]
-    inception, inception_std = inception_score(fake_logits)
+    splits = is_splits(len(fake_logits))
+    proto["is"] = f"Inception Score of FAKE's I3D logits (softmax), {splits} split(s) of the clips"
+    inception, inception_std = inception_score(fake_logits, splits)
     return {
         "fvd": frechet_from_samples(real_logits, fake_logits),
         "fvd_ci": bootstrap_interval(real_logits, fake_logits, n_boot, seed) if n_boot else None,
