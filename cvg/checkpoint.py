@@ -126,6 +126,12 @@ def load_generator(config: Config, path: str | os.PathLike, device="cpu", fps: F
     state = load_checkpoint(path, device)
     if fps is not None:
         check_stamp(fps, state, f"train{int(state['index'])}", path)
+    return generator_from_state(config, state, device)
+
+
+def generator_from_state(config: Config, state: dict, device="cpu") -> torch.nn.Module:
+    """A level's generator (eval mode) from a state holding its ``index``, ``n_classes`` and
+    weights ``G`` (a level checkpoint, or a level of an exported cascade)."""
     preset = get_preset(config.model.preset, config.model.width)
     with skipped_orthogonal_init():
         g = build_generator(preset, config.levels, int(state["index"]), int(state["n_classes"]), refine=config.model.refine)

@@ -93,6 +93,8 @@ class DigestCache:
         """Store the cache (a temporary file renamed in place); a cache that cannot be written is skipped."""
         if not self.changed:
             return
+        # not cvg.atomic: concurrent jobs may store the same cache, so each writes its own temporary
+        # file (atomic_path's is one per target), and a failure costs reads later, not the job
         tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

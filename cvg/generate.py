@@ -17,18 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 from tqdm import tqdm
 
 import cvg
 from cvg.atomic import write_json
 from cvg.cascade import CascadeSampler, level_grid, n_classes_of, to_uint8_frames
-from cvg.checkpoint import CheckpointError, load_checkpoint, load_generator, save_atomic
+from cvg.checkpoint import CheckpointError, generator_from_state, load_checkpoint, save_atomic
 from cvg.config import Config, ConfigError, build_config
 from cvg.errors import CvgError
 from cvg.experiment import load_experiment
 from cvg.fingerprint import Fingerprints, from_stamp, read_stamp
-from cvg.models.layers import skipped_orthogonal_init
-from cvg.models.presets import build_generator, get_preset
 from cvg.sample import norm_settings
 from cvg.video_io import encode_video
 
@@ -57,23 +56,33 @@ class Cascade:
 
 
 # -- from an experiment's results -----------------------------------------------------------------
-def _trained_level(config: Config, level: int, results: Path, fps: Fingerprints | None) -> Path:
-    """The final checkpoint of ``level`` trained under this config's settings: the experiment's
-    own, else any experiment's under ``results`` with the same stage fingerprint."""
-    own = results / config.name / "train" / f"level{level}.pt"
-    candidates = [own] + sorted(p for p in results.glob(f"*/train/level{level}.pt") if p != own)
+def _first_stamped(candidates, expected) -> tuple[Path, dict] | None:
+    """The first readable file of ``candidates`` whose stamp's fingerprint is ``expected(stamp)``,
+    with its content (unreadable or altered files are passed over)."""
     for path in candidates:
         if not path.is_file():
             continue
         try:
-            stamp = read_stamp(load_checkpoint(path))
+            state = load_checkpoint(path)
         except CheckpointError:
             continue
-        expected = (fps or from_stamp(config, stamp)).fingerprint(f"train{level}")
-        if stamp is not None and stamp.fingerprint == expected:
-            return path
-    raise GenerateError(f"level {level} of experiment {config.name!r} is not trained under its current settings: "
-                        f"train it with `snakemake -c2 results/{config.name}/train/level{level}.pt` (add --configfile for a config outside config/)")
+        stamp = read_stamp(state)
+        if stamp is not None and stamp.fingerprint == expected(stamp):
+            return path, state
+    return None
+
+
+def _trained_level(config: Config, level: int, results: Path, fps: Fingerprints | None) -> dict:
+    """The final checkpoint of ``level`` trained under this config's settings: the experiment's
+    own, else any experiment's under ``results`` with the same stage fingerprint. Without ``fps``
+    (level 1), the fingerprint is the config's on the data the checkpoint records."""
+    own = results / config.name / "train" / f"level{level}.pt"
+    candidates = [own] + sorted(p for p in results.glob(f"*/train/level{level}.pt") if p != own)
+    found = _first_stamped(candidates, lambda stamp: (fps or from_stamp(config, stamp)).fingerprint(f"train{level}"))
+    if found is None:
+        raise GenerateError(f"level {level} of experiment {config.name!r} is not trained under its current settings: "
+                            f"train it with `snakemake -c2 results/{config.name}/train/level{level}.pt` (add --configfile for a config outside config/)")
+    return found
 
 
 def from_results(config_path: str | os.PathLike, results: str | os.PathLike = "results", levels: int | None = None,
@@ -82,39 +91,30 @@ def from_results(config_path: str | os.PathLike, results: str | os.PathLike = "r
     config = load_experiment(config_path)
     results = Path(results)
     k = _levels(config, levels)
-    first = _trained_level(config, 1, results, None)
-    fps = from_stamp(config, read_stamp(load_checkpoint(first)))
-    paths = [first] + [_trained_level(config, lv, results, fps) for lv in range(2, k + 1)]
-    generators = [load_generator(config, p, device, fps) for p in paths]
-    norms = _norm_files(config, results, k, fps)
-    classes = _classes(results / config.name / "data" / "classes.csv", paths[0])
+    first, level1 = _trained_level(config, 1, results, None)
+    fps = from_stamp(config, read_stamp(level1))
+    states = [level1] + [_trained_level(config, lv, results, fps)[1] for lv in range(2, k + 1)]
+    generators = [generator_from_state(config, state, device) for state in states]
+    norms = _norm_files(results, k, fps)
+    classes = _classes(results / config.name / "data" / "classes.csv", first)
     return Cascade(config, generators, norms, classes, {f"train{i}": fps.fingerprint(f"train{i}") for i in range(1, k + 1)})
 
 
-def _norm_files(config: Config, results: Path, k: int, fps: Fingerprints) -> list[dict] | None:
+def _norm_files(results: Path, k: int, fps: Fingerprints) -> list[dict] | None:
     """The ``cvg norms`` records of levels 1..k where the sampling stage wrote all of them."""
     records = []
     for level in range(1, k + 1):
         expected = fps.fingerprint(f"norms{level}")
-        found = None
-        for path in sorted(results.glob(f"*/samples/norms/level{level}.pt")):
-            try:
-                record = load_checkpoint(path)
-            except CheckpointError:
-                continue
-            stamp = read_stamp(record)
-            if stamp is not None and stamp.fingerprint == expected:
-                found = record
-                break
+        found = _first_stamped(sorted(results.glob(f"*/samples/norms/level{level}.pt")), lambda stamp, expected=expected: expected)
         if found is None:
             return None
-        records.append(found)
+        records.append(found[1])
     return records
 
 
 def _classes(csv: Path, level1: Path) -> list[str]:
     """Class names by label: the experiment's classes.csv, else those of the data level 1 was trained on."""
-    for path in (csv, *sorted(level1.parent.parent.glob("data/classes.csv"))):
+    for path in (csv, level1.parent.parent / "data" / "classes.csv"):
         if path.is_file():
             table = pd.read_csv(path, keep_default_na=False)
             return [str(name) for name in table.sort_values("label")["name"]]
@@ -138,7 +138,7 @@ def export(cascade: Cascade, out: str | os.PathLike) -> Path:
     save_atomic({
         "format": FORMAT, "version": FORMAT_VERSION, "cvg_version": cvg.__version__,
         "config": cascade.config.to_yaml(),
-        "generators": [{"index": i + 1, "n_classes": cascade.n_classes, "state": state} for i, state in enumerate(states)],
+        "generators": [{"index": i + 1, "n_classes": cascade.n_classes, "G": state} for i, state in enumerate(states)],
         "norms": norms, "classes": list(cascade.classes), "fingerprints": dict(cascade.fingerprints),
     }, out)
     return Path(out)
@@ -146,8 +146,6 @@ def export(cascade: Cascade, out: str | os.PathLike) -> Path:
 
 def from_file(path: str | os.PathLike, levels: int | None = None, device="cpu") -> Cascade:
     """A cascade from ``export``'s file; a truncated, altered or foreign file is refused, naming it."""
-    import yaml
-
     state = load_checkpoint(path, device)
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an exported cvg cascade (format {state.get('format')!r}; make one with `cvg export`)")
@@ -158,13 +156,7 @@ def from_file(path: str | os.PathLike, levels: int | None = None, device="cpu") 
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     k = _levels(config, levels)
-    preset = get_preset(config.model.preset, config.model.width)
-    generators = []
-    for entry in state["generators"][:k]:
-        with skipped_orthogonal_init():
-            g = build_generator(preset, config.levels, int(entry["index"]), int(entry["n_classes"]), refine=config.model.refine)
-        g.load_state_dict(entry["state"])
-        generators.append(g.to(device).eval())
+    generators = [generator_from_state(config, entry, device) for entry in state["generators"][:k]]
     return Cascade(config, generators, list(state["norms"])[:k], list(state["classes"]), dict(state["fingerprints"]))
 
 

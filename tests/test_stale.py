@@ -111,13 +111,19 @@ def test_a_signal_checkpoints_the_current_step_and_fails(tiny_data, tmp_path, si
     assert same_weights(tmp_path / "a.pt", tmp_path / "b.pt")
 
 
-def test_a_corrupt_latest_falls_back_to_the_previous_checkpoint(tiny_data, tmp_path, capsys):  # noqa: F811
+def uninterrupted_and_stopped(tiny_data, tmp_path, steps):  # noqa: F811
+    """Level 1 trained ``steps`` steps to a.pt, and again to wb/ stopped after step 5 (checkpoints
+    every 2 steps: latest.pt at step 4, previous.pt at 2); returns (config, index, latest, previous)."""
     root, raw = tiny_data
     index = root / "data" / "index.csv"
-    cfg = config_with(raw, steps=6, checkpoint_every=2)
+    cfg = config_with(raw, steps=steps, checkpoint_every=2)
     train_level(cfg, 1, index, tmp_path / "a.pt", tmp_path / "wa", progress=False)
     assert train_level(cfg, 1, index, tmp_path / "b.pt", tmp_path / "wb", progress=False, stop_after=5) is None
-    latest, previous = tmp_path / "wb" / "latest.pt", tmp_path / "wb" / "previous.pt"
+    return cfg, index, tmp_path / "wb" / "latest.pt", tmp_path / "wb" / "previous.pt"
+
+
+def test_a_corrupt_latest_falls_back_to_the_previous_checkpoint(tiny_data, tmp_path, capsys):  # noqa: F811
+    cfg, index, latest, previous = uninterrupted_and_stopped(tiny_data, tmp_path, steps=6)
     assert load_checkpoint(latest)["step"] == 4 and load_checkpoint(previous)["step"] == 2
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated, as by a full disk or a kill
     with pytest.raises(CheckpointError, match="latest.pt is not a readable checkpoint"):
@@ -142,12 +148,7 @@ class _RunsCode:
 
 
 def test_a_checkpoint_with_flipped_bytes_is_refused_and_never_becomes_the_fallback(tiny_data, tmp_path, capsys):  # noqa: F811
-    root, raw = tiny_data
-    index = root / "data" / "index.csv"
-    cfg = config_with(raw, steps=8, checkpoint_every=2)
-    train_level(cfg, 1, index, tmp_path / "a.pt", tmp_path / "wa", progress=False)
-    assert train_level(cfg, 1, index, tmp_path / "b.pt", tmp_path / "wb", progress=False, stop_after=5) is None
-    latest, previous = tmp_path / "wb" / "latest.pt", tmp_path / "wb" / "previous.pt"
+    cfg, index, latest, previous = uninterrupted_and_stopped(tiny_data, tmp_path, steps=8)
     flip_bytes(latest)
     with pytest.raises(CheckpointError, match="latest.pt (was altered after it was written|is not a readable checkpoint)"):
         load_checkpoint(latest)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import subprocess
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,11 @@ class Side:
     @property
     def files(self) -> list[Path]:
         return self.videos + self.arrays
+
+    def skip(self, path: Path, reason: str) -> None:
+        """List ``path`` as unusable in the card, and say so in one line on stderr."""
+        self.skipped.append({"path": str(path), "reason": reason})
+        print(f"cvg score: skipped {path}: {reason}", file=sys.stderr)
 
 
 def _expand(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -120,8 +126,6 @@ def protocol(frames: int, stride: int) -> dict:
 
 
 def ffmpeg_version() -> str:
-    import subprocess
-
     out = subprocess.run([ffmpeg_executable(), "-version"], capture_output=True, text=True).stdout
     return " ".join(out.split()[:3]) if out else "ffmpeg"
 
@@ -189,16 +193,14 @@ def clips_of(side: Side, frames: int, stride: int, workers: int = 4) -> Iterator
                 pending.append((nxt, pool.submit(_decoded, nxt, frames, stride)))
             result = future.result()
             if isinstance(result, str):
-                side.skipped.append({"path": str(path), "reason": result})
-                print(f"cvg score: skipped {path}: {result}", file=sys.stderr)
+                side.skip(path, result)
             else:
                 yield result
     for path in side.arrays:
         clips = _array_clips(path)
         if clips.shape[1] < need:
             reason = f"too short: {clips.shape[1]} frames per clip, the protocol takes frames 0..{need - 1}"
-            side.skipped.append({"path": str(path), "reason": reason})
-            print(f"cvg score: skipped {path}: {reason}", file=sys.stderr)
+            side.skip(path, reason)
             continue
         for clip in clips:
             yield _selection(clip, frames, stride)

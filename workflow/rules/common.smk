@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -37,10 +38,8 @@ def _load_experiments():
 
 
 def _command_options():
-    """{experiment: the snakemake options that define it} (its --configfile / --config), for the
-    commands cvg's messages suggest (``provenance.json``'s ``options``)."""
-    import shlex
-
+    """The snakemake options that define the command line's experiment (its --configfile /
+    --config), for the commands cvg's messages suggest (``provenance.json``'s ``options``)."""
     files = [f"--configfile {shlex.quote(str(f))}" for f in workflow.overwrite_configfiles or []]
     items = [shlex.quote(f"{key}={json.dumps(value)}") for key, value in dict(workflow.config_settings.config or {}).items()]
     return " ".join(files + (["--config", *items] if items else []))
@@ -48,7 +47,7 @@ def _command_options():
 
 try:
     EXPERIMENTS, CONFIG_FILES, DEPTH = _load_experiments()
-    OPTIONS = {name: _command_options() for name, source in CONFIG_FILES.items() if not source.startswith(str(Path(REPO, "config")))}
+    COMMAND_LINE_OPTIONS = _command_options()
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -121,6 +120,11 @@ def config_file(wildcards):
     return snapshot_path(wildcards.dataset)
 
 
+def options_of(name):
+    """The snakemake options experiment ``name`` needs: none for config/'s, the command line's otherwise."""
+    return "" if CONFIG_FILES[name].startswith(str(Path(REPO, "config"))) else COMMAND_LINE_OPTIONS
+
+
 def write_snapshots(jobs):
     """Write the config snapshot of every experiment the ``jobs`` read: its validated, fully
     resolved config (no ``extends``) at results/{name}/config.yaml, and provenance.json beside it
@@ -138,7 +142,7 @@ def write_snapshots(jobs):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
-        write_json(path.with_name("provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version(), "options": OPTIONS.get(name, "")})
+        write_json(path.with_name("provenance.json"), {"source": CONFIG_FILES[name], "code": _code_version(), "options": options_of(name)})
 
 
 onstart:
